@@ -1,0 +1,45 @@
+# The README's two commands are `make demo` and `make test`; both set up the
+# control node first (idempotent, quick when nothing is missing).
+
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup demo test lint unit integration molecule bench lab-up lab-down clean
+
+setup:
+	@scripts/setup-host
+
+demo: setup
+	ansible-playbook playbooks/lab.yml
+	ansible-playbook playbooks/smoke.yml
+
+test: setup lint unit integration molecule
+
+lint: setup
+	ruff check .
+	yamllint -s .
+	ansible-lint
+
+unit: setup
+	pytest -q tests/unit
+
+integration: setup
+	pytest -q -p no:cacheprovider tests/integration
+
+molecule: setup
+	cd roles/cloudlet_base && molecule test
+
+bench: setup
+	python benchmarks/bench_lab.py
+	python benchmarks/bench_crypto.py
+
+lab-up: setup
+	ansible-playbook playbooks/lab.yml
+
+lab-down: setup
+	ansible-playbook playbooks/lab.yml -e lab_state=absent
+
+clean: lab-down
+	rm -rf $(VENV)

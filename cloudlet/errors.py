@@ -1,0 +1,162 @@
+"""Every error the package raises on purpose, written for the operator.
+
+Each message says what went wrong *and* what to do next, because the person
+reading it is an admin in a vehicle with a radio, not the author of the code.
+Other parts of the package add their own subclasses; catch ``CloudletError``
+to handle them all.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "CloudletError",
+    "CodeExhausted",
+    "CodeFormatError",
+    "CodeMismatch",
+    "CryptoError",
+    "DecryptionError",
+    "ExpiredIdentityError",
+    "FormatError",
+    "IdentityError",
+    "PairingError",
+    "ProtocolError",
+    "ReplayError",
+    "StorageError",
+]
+
+
+class CloudletError(Exception):
+    """Base class: anything the package raises deliberately.
+
+    ``hint`` is the next step for the operator; ``str()`` includes it so that
+    a bare ``print(err)`` or an Ansible ``fail_json(msg=str(err))`` is useful.
+    """
+
+    default_hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} {self.hint}"
+        return self.message
+
+
+class FormatError(CloudletError):
+    """Bytes that are not a valid encoding: truncated, unknown version, bad point."""
+
+    default_hint = (
+        "The file or message is damaged or was written by an incompatible "
+        "version; copy it again from its source, and check both sides run "
+        "the same cloudlet release."
+    )
+
+
+class StorageError(CloudletError):
+    """A key or bundle file could not be read or written safely."""
+
+    default_hint = "Check the path, its permissions and the free disk space."
+
+
+class CryptoError(CloudletError):
+    """A cryptographic check failed."""
+
+
+class DecryptionError(CryptoError):
+    """A ciphertext was altered, truncated, or is not for this key."""
+
+    default_hint = (
+        "The data was altered or is not meant for this key. Fetch it again; "
+        "if it keeps failing, re-create the credentials for this device."
+    )
+
+
+class IdentityError(CloudletError):
+    """An identity string is malformed, or belongs to someone else."""
+
+    default_hint = "Check the cloudlet id, device id and validity period."
+
+
+class ExpiredIdentityError(IdentityError):
+    """The identity's validity period does not include the current time."""
+
+    default_hint = (
+        "The credential is outside its validity period. Check the clock on "
+        "both machines; if the clock is right, pair the device again to get "
+        "a key for the current period."
+    )
+
+
+class AuthenticationError(CloudletError):
+    """A device could not prove it holds the key for its identity."""
+
+    default_hint = (
+        "The device's proof is not valid for this cloudlet. Check that the "
+        "device was paired with this cloudlet and that its clock is right."
+    )
+
+
+class ReplayError(AuthenticationError):
+    """A proof that was already used, or is outside the time window."""
+
+    default_hint = (
+        "The request was already seen or is too old. If this is a real "
+        "device, check its clock; repeated replays point to an attacker on "
+        "the network."
+    )
+
+
+class PairingError(CloudletError):
+    """The voice-code pairing exchange failed."""
+
+    default_hint = "Start the pairing again on both cloudlets."
+
+
+class ProtocolError(PairingError):
+    """A pairing message was malformed or arrived out of order."""
+
+    default_hint = (
+        "The pairing messages were garbled or out of order. Start the "
+        "pairing again on both cloudlets; if it repeats, check the link."
+    )
+
+
+class CodeFormatError(PairingError):
+    """A typed voice code has an unknown word or fails its check word."""
+
+    default_hint = "Ask the other admin to read the code again, slowly, word by word."
+
+
+class CodeMismatch(PairingError):
+    """The two sides used different codes (or someone in between did)."""
+
+    def __init__(self, message: str | None = None, attempts_left: int | None = None) -> None:
+        self.attempts_left = attempts_left
+        if attempts_left is None:
+            tail = "a new code is needed after a few failures."
+        elif attempts_left <= 0:
+            tail = "this code is now used up: generate a new one."
+        else:
+            tail = f"{attempts_left} attempt(s) left with this code."
+        super().__init__(
+            message or "The code did not match.",
+            f"Ask the other admin to read it again; {tail}",
+        )
+
+
+class CodeExhausted(PairingError):
+    """The voice code failed too often and may no longer be used."""
+
+    default_hint = "Generate a new code on one cloudlet and read it to the other admin."
+
+
+class LabError(CloudletError):
+    """The lab (machines, bridges, namespaces on the control node) failed."""
+
+    default_hint = (
+        "Run the lab play again with lab_state=absent to clear it, then bring it up again."
+    )

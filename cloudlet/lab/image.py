@@ -1,0 +1,208 @@
+"""The lab's base image: one cached Debian 12 root filesystem for every machine.
+
+The cache key is a digest of everything that shapes the image (suite, mirror,
+package list, and the configuration script below), so a change to any of them
+is a cache miss and a rebuild, and an unchanged recipe is a hit. An image is
+built in a scratch directory and renamed into place only when complete, so an
+interrupted build never poisons the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from cloudlet.errors import LabError
+from cloudlet.lab.system import mounts_under, run
+
+__all__ = ["BASE_PACKAGES", "EXTRA_PACKAGES", "build", "cache_key", "host_mirror"]
+
+# debootstrap's resolver handles only simple dependencies; it gets the init
+# system, the rest is installed with apt inside the chroot.
+BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "libpam-systemd")
+EXTRA_PACKAGES = (
+    "openssh-server",
+    "python3",
+    "python3-venv",
+    "sudo",
+    "ca-certificates",
+    "openssl",
+    "iproute2",
+    "iputils-ping",
+    "nftables",
+    "procps",
+    "curl",
+    "qemu-system-x86",
+    "qemu-utils",
+    "libvirt-daemon-system",
+    "libvirt-clients",
+    "hostapd",
+    "wpasupplicant",
+    "dnsmasq-base",
+)
+
+# Runs inside the chroot after the packages are in. Part of the cache key.
+CONFIGURE = r"""
+set -eu
+# libvirt in a container: the cgroup filesystem is read-only (DESIGN.md §6).
+printf '\ncgroup_controllers = [ ]\n' >> /etc/libvirt/qemu.conf
+# Two daemons must not share a host UUID, or migration refuses; each machine
+# gets its own machine-id at bring-up.
+printf '\nhost_uuid_source = "machine-id"\n' >> /etc/libvirt/libvirtd.conf
+# Lab machines stop in seconds: no waiting on guests at shutdown, and no
+# default NAT network (the roles create the networks they need).
+systemctl mask libvirt-guests.service
+rm -f /etc/libvirt/qemu/networks/autostart/default.xml
+# Key-only root login; host keys and machine-id are made per machine.
+printf 'PasswordAuthentication no\nPermitRootLogin prohibit-password\nUseDNS no\n' \
+    > /etc/ssh/sshd_config.d/lab.conf
+rm -f /etc/ssh/ssh_host_*
+systemctl enable ssh.service
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+# No route out, no resolver out: names come from /etc/hosts.
+: > /etc/resolv.conf
+apt-get clean
+rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
+"""
+
+_SOURCE_RE = re.compile(r"^\s*(?:deb\s+(?:\[[^\]]*\]\s+)?|URIs:\s*)(\S+)", re.MULTILINE)
+
+
+def host_mirror(paths: tuple[str, ...] = ("/etc/apt/sources.list",)) -> str:
+    """The Debian mirror the control node already uses, so the lab needs no new host."""
+    candidates = list(paths)
+    src_dir = Path("/etc/apt/sources.list.d")
+    if src_dir.is_dir():
+        candidates += sorted(str(p) for p in src_dir.iterdir() if p.suffix in (".list", ".sources"))
+    for path in candidates:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        for uri in _SOURCE_RE.findall(text):
+            if uri.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+    raise LabError(
+        "No Debian mirror found in the control node's apt sources.",
+        "Set lab_debian_mirror to a reachable Debian mirror URL.",
+    )
+
+
+def cache_key(suite: str, mirror: str, packages: tuple[str, ...] = EXTRA_PACKAGES) -> str:
+    recipe = json.dumps(
+        {
+            "suite": suite,
+            "mirror": mirror,
+            "base": BASE_PACKAGES,
+            "packages": sorted(packages),
+            "configure": CONFIGURE,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def image_path(cache_dir: str, key: str) -> Path:
+    return Path(cache_dir) / key / "rootfs"
+
+
+def is_cached(cache_dir: str, key: str) -> bool:
+    return (Path(cache_dir) / key / "complete").exists()
+
+
+def _chroot(root: Path, script: str) -> None:
+    env = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
+    run(["mount", "-t", "proc", "proc", str(root / "proc")])
+    try:
+        run(["chroot", str(root), "sh", "-c", script], env=env, timeout=1800)
+    finally:
+        for point in mounts_under(str(root)):
+            run(["umount", point], check=False)
+
+
+def _lower_dirs() -> list[str]:
+    """The lower directories of every overlay mounted on the host."""
+    lowers = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if " - overlay " in line:
+                opts = line.rsplit(" ", 1)[-1]
+                lowers += [o.split("=", 1)[1] for o in opts.split(",") if o.startswith("lowerdir=")]
+    return lowers
+
+
+def build(
+    cache_dir: str, suite: str, mirror: str, packages: tuple[str, ...] = EXTRA_PACKAGES
+) -> dict:
+    """Return the cached image for this recipe, building it on a miss."""
+    key = cache_key(suite, mirror, packages)
+    final = image_path(cache_dir, key)
+    if is_cached(cache_dir, key):
+        return {"key": key, "path": str(final), "built": False, "seconds": 0.0}
+
+    start = time.monotonic()
+    scratch = Path(cache_dir) / f".build-{key}-{os.getpid()}"
+    root = scratch / "rootfs"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                suite,
+                str(root),
+                mirror,
+            ],
+            timeout=1800,
+        )
+        Path(root, "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
+        os.chmod(root / "usr/sbin/policy-rc.d", 0o755)
+        shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+        _chroot(
+            root,
+            "apt-get update -q && apt-get install -y -q --no-install-recommends "
+            + " ".join(packages),
+        )
+        _chroot(root, CONFIGURE)
+        (scratch / "recipe.json").write_text(
+            json.dumps({"suite": suite, "mirror": mirror, "packages": list(packages)}, indent=1)
+        )
+        (scratch / "complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+        if final.parent.exists():
+            shutil.rmtree(final.parent)
+        os.rename(scratch, final.parent)
+    finally:
+        for point in mounts_under(str(scratch)):
+            run(["umount", point], check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {
+        "key": key,
+        "path": str(final),
+        "built": True,
+        "seconds": round(time.monotonic() - start, 1),
+    }
+
+
+def prune(cache_dir: str, keep: str) -> list[str]:
+    """Remove cached images other than ``keep``, unless a machine still has one mounted."""
+    removed = []
+    base = Path(cache_dir)
+    if not base.is_dir():
+        return removed
+    in_use = _lower_dirs()
+    for entry in base.iterdir():
+        if entry.name == keep or not entry.is_dir():
+            continue
+        if any(lower.startswith(str(entry) + "/") for lower in in_use):
+            continue
+        shutil.rmtree(entry)
+        removed.append(entry.name)
+    return removed

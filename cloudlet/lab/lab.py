@@ -1,0 +1,152 @@
+"""Bring a whole lab up or down: the steps the lab role's module drives.
+
+Bring-up converges: machines that are running on the current image with their
+network in place are kept; anything of this lab that is stale, half-made or
+left over from an earlier run (a machine, overlay, mount, namespace, bridge,
+veth or orphaned nspawn) is removed before the missing pieces are created.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cloudlet.errors import LabError
+from cloudlet.lab import net
+from cloudlet.lab.machine import MachineDir, find_lab_processes
+from cloudlet.lab.system import mounts_under, require_commands, run
+from cloudlet.lab.topology import Plan
+
+__all__ = ["down", "host_keys", "ssh_key", "up"]
+
+KVM_DEVICES = ("/dev/kvm", "/dev/net/tun")
+READY_TIMEOUT = 120.0
+
+
+def ssh_key(state_dir: str) -> str:
+    """The lab's SSH key pair for root on every machine; made once per lab."""
+    key = Path(state_dir) / "id_ed25519"
+    if not key.exists():
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cloudlet-lab", "-f", str(key)])
+    return (key.with_suffix(".pub")).read_text().strip()
+
+
+def _machine_files(plan: Plan, name: str, pubkey: str) -> dict[str, tuple[str, int]]:
+    hosts = ["127.0.0.1 localhost", f"127.0.1.1 {name}", "::1 localhost ip6-localhost"]
+    hosts += [f"{m.mgmt_ip} {m.name}" for m in plan.machines if m.name != name]
+    hosts.append(f"{plan.host_ip} control")
+    return {
+        "/etc/hostname": (f"{name}\n", 0o644),
+        "/etc/hosts": ("\n".join(hosts) + "\n", 0o644),
+        "/root/.ssh/authorized_keys": (pubkey + "\n", 0o600),
+    }
+
+
+def _machine_dirs(state_dir: str) -> list[str]:
+    base = Path(state_dir) / "machines"
+    return sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+
+
+def _wait_ssh(address: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, 22), timeout=1.0) as sock:
+                if sock.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise LabError(f"No SSH answer from {address} within {READY_TIMEOUT:.0f} s.")
+
+
+def pending(plan: Plan, state_dir: str, image_key: str) -> dict[str, list[str]]:
+    """What bring-up would do, without doing it (check mode)."""
+    planned = {m.name for m in plan.machines}
+    return {
+        "remove": [n for n in _machine_dirs(state_dir) if n not in planned],
+        "start": [
+            m.name for m in plan.machines if not MachineDir(state_dir, m.name).running(image_key)
+        ],
+    }
+
+
+def up(plan: Plan, state_dir: str, image: str, image_key: str) -> dict:
+    require_commands(["ip", "systemd-nspawn", "ssh-keygen", "mount"])
+    done: list[str] = []
+    pubkey = ssh_key(state_dir)
+    planned = {m.name for m in plan.machines}
+
+    # 1. Leftovers: machines no longer planned, orphaned nspawns, stale overlays.
+    for name in _machine_dirs(state_dir):
+        if name not in planned:
+            MachineDir(state_dir, name).destroy()
+            done.append(f"removed leftover machine {name}")
+    known = {str(MachineDir(state_dir, m.name).root) for m in plan.machines}
+    for pid, root in find_lab_processes(state_dir).items():
+        if root.rstrip("/") not in known:
+            MachineDir(state_dir, Path(root).parent.name).destroy()
+            done.append(f"stopped orphaned nspawn {pid}")
+    to_start = []
+    for machine in plan.machines:
+        mdir = MachineDir(state_dir, machine.name)
+        if not mdir.running(image_key):
+            if mdir.base.exists():
+                mdir.destroy()
+                done.append(f"cleared stale machine {machine.name}")
+            to_start.append(machine)
+
+    # 2. Network, for every planned machine (kept ones included).
+    done += net.converge(plan)
+
+    # 3. Machines: overlays and boots are independent; start them together.
+    def boot(machine):
+        mdir = MachineDir(state_dir, machine.name)
+        mdir.prepare(image, image_key, _machine_files(plan, machine.name, pubkey))
+        devices = KVM_DEVICES if machine.role == "cloudlet" else ()
+        mdir.start(machine, devices=tuple(d for d in devices if Path(d).exists()))
+        return machine
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    with ThreadPoolExecutor(max_workers=max(1, len(to_start))) as pool:
+        for machine in pool.map(boot, to_start):
+            done.append(f"started {machine.name}")
+    with ThreadPoolExecutor(max_workers=max(1, len(plan.machines))) as pool:
+        list(pool.map(lambda m: _wait_ssh(m.mgmt_ip, deadline), plan.machines))
+
+    return {
+        "changed": bool(done),
+        "actions": done,
+        "host_keys": host_keys(plan, state_dir),
+        "pids": {m.name: MachineDir(state_dir, m.name).pid() for m in plan.machines},
+    }
+
+
+def host_keys(plan: Plan, state_dir: str) -> dict[str, str]:
+    keys = {}
+    for machine in plan.machines:
+        pub = MachineDir(state_dir, machine.name).root / "etc/ssh/ssh_host_ed25519_key.pub"
+        keys[machine.name] = " ".join(pub.read_text().split()[:2])
+    return keys
+
+
+def down(lab: str, state_dir: str) -> dict:
+    """Remove everything of this lab: processes, mounts, namespaces, links, files."""
+    done: list[str] = []
+    for name in _machine_dirs(state_dir):
+        if MachineDir(state_dir, name).destroy():
+            done.append(f"removed machine {name}")
+    for pid, root in find_lab_processes(state_dir).items():
+        MachineDir(state_dir, Path(root).parent.name).destroy()
+        done.append(f"stopped orphaned nspawn {pid}")
+    for point in mounts_under(state_dir):
+        run(["umount", point])
+        done.append(f"unmounted {point}")
+    done += net.remove(lab)
+    if Path(state_dir).exists():
+        shutil.rmtree(state_dir)
+        done.append(f"removed {state_dir}")
+    return {"changed": bool(done), "actions": done}

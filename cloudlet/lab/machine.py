@@ -1,0 +1,230 @@
+"""One lab machine: an overlay over the base image, booted by systemd-nspawn.
+
+Layout under ``<state_dir>/machines/<name>/``::
+
+    upper/ work/   the overlay's writable layers (the machine's own changes)
+    root/          the merged root the container boots from
+    image          the base image key the overlay was made on
+    nspawn.pid     the PID of the systemd-nspawn process the lab started
+    console.log    what the container printed
+
+A machine is *running* when its PID file names a live systemd-nspawn whose
+command line boots exactly this root. Nothing else is ever signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from cloudlet.errors import LabError
+from cloudlet.lab.system import mounts_under, run
+from cloudlet.lab.topology import Machine
+
+__all__ = ["MachineDir", "find_lab_processes"]
+
+STOP_GRACE = 20.0  # seconds for an orderly poweroff before the hard stop
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def find_lab_processes(state_dir: str) -> dict[int, str]:
+    """PIDs of systemd-nspawn processes booting a root under ``state_dir``.
+
+    Those are the lab's own, even when a PID file was lost.
+    """
+    prefix = os.path.realpath(state_dir).rstrip("/") + "/"
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        argv = _cmdline(int(entry))
+        if not argv or not argv[0].endswith("systemd-nspawn"):
+            continue
+        for i, arg in enumerate(argv):
+            root = argv[i + 1] if arg == "-D" and i + 1 < len(argv) else None
+            if arg.startswith("--directory="):
+                root = arg.split("=", 1)[1]
+            if root and (root.rstrip("/") + "/").startswith(prefix):
+                found[int(entry)] = root
+    return found
+
+
+class MachineDir:
+    def __init__(self, state_dir: str, name: str) -> None:
+        self.state_dir = state_dir
+        self.name = name
+        self.base = Path(state_dir) / "machines" / name
+        self.root = self.base / "root"
+        self.pidfile = self.base / "nspawn.pid"
+
+    # -- observation ---------------------------------------------------
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        argv = _cmdline(pid)
+        if argv and argv[0].endswith("systemd-nspawn") and str(self.root) in argv:
+            return pid
+        return None
+
+    def leader(self) -> int | None:
+        """The container's PID 1 (systemd), as seen from the host."""
+        pid = self.pid()
+        children = _children(pid) if pid else []
+        return children[0] if children else None
+
+    def image_key(self) -> str | None:
+        try:
+            return (self.base / "image").read_text().strip()
+        except OSError:
+            return None
+
+    def mounted(self) -> bool:
+        return str(self.root) in mounts_under(str(self.base))
+
+    def running(self, image_key: str) -> bool:
+        return self.pid() is not None and self.mounted() and self.image_key() == image_key
+
+    # -- actions ---------------------------------------------------------
+    def prepare(self, image: str, image_key: str, files: dict[str, tuple[str, int]]) -> str:
+        """Make a fresh overlay and write the machine's own files into it.
+
+        Returns the machine's SSH host public key (ed25519).
+        """
+        self.destroy()
+        for sub in ("upper", "work", "root"):
+            (self.base / sub).mkdir(parents=True, exist_ok=True)
+        (self.base / "image").write_text(image_key + "\n")
+        run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={image},upperdir={self.base / 'upper'},workdir={self.base / 'work'}",
+                str(self.root),
+            ]
+        )
+        for rel, (content, mode) in files.items():
+            path = self.root / rel.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+            os.chmod(path, mode)
+        (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        run(["ssh-keygen", "-A", "-f", str(self.root)])
+        return (self.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().strip()
+
+    def start(self, machine: Machine, devices: tuple[str, ...] = ()) -> int:
+        argv = [
+            "systemd-nspawn",
+            "--register=no",
+            "--keep-unit",
+            "--boot",
+            "--quiet",
+            "--console=passive",
+            f"--machine={self.name}",
+            f"--hostname={self.name}",
+            f"--network-namespace-path=/run/netns/{machine.netns}",
+            "-D",
+            str(self.root),
+        ]
+        argv += [f"--bind={dev}" for dev in devices]
+        log = open(self.base / "console.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.pidfile.write_text(f"{proc.pid}\n")
+        time.sleep(0.2)
+        if proc.poll() is not None:
+            tail = (self.base / "console.log").read_text(errors="replace").strip()[-500:]
+            raise LabError(f"systemd-nspawn for {self.name} exited at once: {tail}")
+        return proc.pid
+
+    def stop(self, grace: float = STOP_GRACE) -> bool:
+        """Power the container off: orderly first, then hard. True if it ran."""
+        pids = [p for p in (self.pid(),) if p] or [
+            p
+            for p, root in find_lab_processes(self.state_dir).items()
+            if root.rstrip("/") == str(self.root)
+        ]
+        for pid in pids:
+            _terminate(pid, _children(pid), grace)
+        return bool(pids)
+
+    def destroy(self) -> bool:
+        """Stop, unmount and delete everything of this machine."""
+        existed = self.base.exists()
+        self.stop()
+        for point in mounts_under(str(self.base)):
+            run(["umount", point])
+        if self.base.exists():
+            shutil.rmtree(self.base)
+        return existed
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes; it is reaped by whoever started it.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _terminate(pid: int, leaders: list[int], grace: float) -> None:
+    # systemd-nspawn turns the first SIGTERM into a poweroff request to the
+    # container's systemd, and a second one into an immediate stop. If even
+    # that fails, killing the container's PID 1 ends its whole PID namespace.
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGTERM, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_gone(pid, wait):
+            return
+    for target in (*leaders, pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
+    if not _wait_gone(pid, 5.0):
+        raise LabError(f"systemd-nspawn (PID {pid}) did not stop, even after SIGKILL.")
