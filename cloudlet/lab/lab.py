@@ -75,7 +75,7 @@ def pending(plan: Plan, state_dir: str, image_key: str) -> dict[str, list[str]]:
 
 
 def up(plan: Plan, state_dir: str, image: str, image_key: str) -> dict:
-    require_commands(["ip", "systemd-nspawn", "ssh-keygen", "mount"])
+    require_commands(["ip", "nsenter", "systemd-nspawn", "ssh-keygen", "mount"])
     done: list[str] = []
     pubkey = ssh_key(state_dir)
     planned = {m.name for m in plan.machines}
@@ -86,15 +86,14 @@ def up(plan: Plan, state_dir: str, image: str, image_key: str) -> dict:
             MachineDir(state_dir, name).destroy()
             done.append(f"removed leftover machine {name}")
     known = {str(MachineDir(state_dir, m.name).root) for m in plan.machines}
-    for pid, root in find_lab_processes(state_dir).items():
-        if root.rstrip("/") not in known:
-            MachineDir(state_dir, Path(root).parent.name).destroy()
-            done.append(f"stopped orphaned nspawn {pid}")
+    for root in set(find_lab_processes(state_dir).values()) - known:
+        MachineDir(state_dir, Path(root).parent.name).destroy()
+        done.append(f"stopped orphaned machine {root}")
     to_start = []
     for machine in plan.machines:
         mdir = MachineDir(state_dir, machine.name)
         if not mdir.running(image_key):
-            if mdir.base.exists():
+            if mdir.base.exists() or mdir.processes():
                 mdir.destroy()
                 done.append(f"cleared stale machine {machine.name}")
             to_start.append(machine)
@@ -136,12 +135,13 @@ def host_keys(plan: Plan, state_dir: str) -> dict[str, str]:
 def down(lab: str, state_dir: str) -> dict:
     """Remove everything of this lab: processes, mounts, namespaces, links, files."""
     done: list[str] = []
-    for name in _machine_dirs(state_dir):
-        if MachineDir(state_dir, name).destroy():
-            done.append(f"removed machine {name}")
-    for pid, root in find_lab_processes(state_dir).items():
+    names = _machine_dirs(state_dir)
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        destroyed = pool.map(lambda n: MachineDir(state_dir, n).destroy(), names)
+        done += [f"removed machine {n}" for n, gone in zip(names, destroyed, strict=True) if gone]
+    for root in set(find_lab_processes(state_dir).values()):
         MachineDir(state_dir, Path(root).parent.name).destroy()
-        done.append(f"stopped orphaned nspawn {pid}")
+        done.append(f"stopped orphaned machine {root}")
     for point in mounts_under(state_dir):
         run(["umount", point])
         done.append(f"unmounted {point}")

@@ -40,25 +40,56 @@ def _cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def find_lab_processes(state_dir: str) -> dict[int, str]:
-    """PIDs of systemd-nspawn processes booting a root under ``state_dir``.
+def _nspawn_root(argv: list[str]) -> str | None:
+    if not argv or not argv[0].endswith("systemd-nspawn"):
+        return None
+    for i, arg in enumerate(argv):
+        if arg == "-D" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--directory="):
+            return arg.split("=", 1)[1]
+    return None
 
-    Those are the lab's own, even when a PID file was lost.
+
+def _container_root(pid: int) -> str | None:
+    """The machine root of a container's PID 1, read from its root mount.
+
+    After pivot_root a container's /proc/PID/root reads "/", and once its
+    nspawn is gone nothing else ties it to the lab; its root mount still
+    names the overlay's upper directory, even after that was deleted.
+    """
+    if not _is_namespace_init(pid):
+        return None
+    try:
+        mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == "/" and " - overlay " in line:
+            for opt in fields[-1].split(","):
+                if opt.startswith("upperdir="):
+                    upper = opt.split("=", 1)[1].removesuffix("//deleted")
+                    return str(Path(upper).parent / "root")
+    return None
+
+
+def find_lab_processes(state_dir: str) -> dict[int, str]:
+    """The lab's processes, each with the machine root it belongs to.
+
+    Those are systemd-nspawn processes booting a root under ``state_dir``, and
+    containers (their PID 1) running on such a root: a container whose nspawn
+    died hard keeps running on its own, and is the lab's all the same.
     """
     prefix = os.path.realpath(state_dir).rstrip("/") + "/"
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        argv = _cmdline(int(entry))
-        if not argv or not argv[0].endswith("systemd-nspawn"):
-            continue
-        for i, arg in enumerate(argv):
-            root = argv[i + 1] if arg == "-D" and i + 1 < len(argv) else None
-            if arg.startswith("--directory="):
-                root = arg.split("=", 1)[1]
-            if root and (root.rstrip("/") + "/").startswith(prefix):
-                found[int(entry)] = root
+        pid = int(entry)
+        root = _nspawn_root(_cmdline(pid)) or _container_root(pid)
+        if root and (root.rstrip("/") + "/").startswith(prefix):
+            found[pid] = root.rstrip("/")
     return found
 
 
@@ -96,8 +127,20 @@ class MachineDir:
     def mounted(self) -> bool:
         return str(self.root) in mounts_under(str(self.base))
 
+    def processes(self) -> list[int]:
+        """Every nspawn and container PID 1 on this machine's root, strays included."""
+        return [p for p, root in find_lab_processes(self.state_dir).items()
+                if root == str(self.root)]
+
     def running(self, image_key: str) -> bool:
-        return self.pid() is not None and self.mounted() and self.image_key() == image_key
+        """Healthy: our nspawn and its container, nothing stray, on this image."""
+        pid = self.pid()
+        return (
+            pid is not None
+            and self.mounted()
+            and self.image_key() == image_key
+            and set(self.processes()) == {pid, *_children(pid)[:1]}
+        )
 
     # -- actions ---------------------------------------------------------
     def prepare(self, image: str, image_key: str, files: dict[str, tuple[str, int]]) -> str:
@@ -130,16 +173,23 @@ class MachineDir:
         return (self.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().strip()
 
     def start(self, machine: Machine, devices: tuple[str, ...] = ()) -> int:
+        # nspawn runs *inside* the machine's namespace (nsenter execs it), rather
+        # than being handed it with --network-namespace-path: only then is the
+        # container's /sys/class/net its own and not the host's, which
+        # libvirt and hostapd read. The namespace is private to the machine,
+        # so it keeps CAP_NET_ADMIN there.
         argv = [
+            "nsenter",
+            f"--net=/run/netns/{machine.netns}",
             "systemd-nspawn",
             "--register=no",
             "--keep-unit",
             "--boot",
             "--quiet",
             "--console=passive",
+            "--capability=CAP_NET_ADMIN",
             f"--machine={self.name}",
             f"--hostname={self.name}",
-            f"--network-namespace-path=/run/netns/{machine.netns}",
             "-D",
             str(self.root),
         ]
@@ -164,14 +214,18 @@ class MachineDir:
 
     def stop(self, grace: float = STOP_GRACE) -> bool:
         """Power the container off: orderly first, then hard. True if it ran."""
-        pids = [p for p in (self.pid(),) if p] or [
-            p
-            for p, root in find_lab_processes(self.state_dir).items()
-            if root.rstrip("/") == str(self.root)
-        ]
-        for pid in pids:
+        mine = self.processes()
+        nspawns = [p for p in mine if _nspawn_root(_cmdline(p))]
+        for pid in nspawns:
             _terminate(pid, _children(pid), grace)
-        return bool(pids)
+        # A container whose nspawn is gone: killing its PID 1 ends its namespace.
+        orphans = [p for p in mine if p not in nspawns and _alive(p)]
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not _wait_gone(pid, 10.0):
+                raise LabError(f"The container of {self.name} (PID {pid}) did not stop.")
+        return bool(mine)
 
     def destroy(self) -> bool:
         """Stop, unmount and delete everything of this machine."""
@@ -189,6 +243,18 @@ def _children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def _is_namespace_init(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            ids = line.split()[1:]
+            return len(ids) > 1 and ids[-1] == "1"
+    return False
 
 
 def _alive(pid: int) -> bool:

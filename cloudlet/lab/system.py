@@ -19,6 +19,7 @@ HOST_COMMANDS = {
     "ssh-keygen": "openssh-client",
     "mount": "mount",
     "chroot": "coreutils",
+    "nsenter": "util-linux",
 }
 
 

@@ -1,0 +1,415 @@
+"""Credential bundles: what a device or a peer cloudlet needs, sealed in transit.
+
+* ``DeviceBundle``: the device's IBE key, the issuing cloudlet's params, its
+  TLS CA, the 802.1X (EAP-pwd) credential and the Manager API endpoint.
+  Sealed with IBE to the device's identity (``seal_device_bundle``), so the
+  message repository that holds it until the device fetches it cannot read
+  it, and a device that asks for someone else's bundle gets nothing usable.
+* ``PairingBundle``: what a cloudlet gives its peer at pairing: TLS CA, IBE
+  params, credentials for joining its network, its FQDN and API port.
+  Sealed with the direction key from the PAKE (``seal_pairing_bundle``).
+
+Both seals are AEADs whose associated data binds sender, recipient and
+purpose, so a bundle cannot be replayed to another device or the other
+direction.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cloudlet import formats
+from cloudlet.crypto import curve, ibe
+from cloudlet.crypto.ibe import DeviceKey, MasterKey, PublicParams
+from cloudlet.crypto.identity import Identity, normalise_id
+from cloudlet.crypto.pake import PairingResult
+from cloudlet.errors import DecryptionError, FormatError, IdentityError
+from cloudlet.formats import Kind, pack, unpack
+
+__all__ = [
+    "DeviceBundle",
+    "NetworkCredential",
+    "PairingBundle",
+    "decode_device_bundle",
+    "decode_pairing_bundle",
+    "encode_device_bundle",
+    "encode_pairing_bundle",
+    "issue_device_bundle",
+    "issue_device_bundles",
+    "open_device_bundle",
+    "open_pairing_bundle",
+    "seal_device_bundle",
+    "seal_pairing_bundle",
+]
+
+_AAD_DEVICE = b"CLOUDLET-V01-DEVICE-BUNDLE"
+_AAD_PAIRING = b"CLOUDLET-V01-PAIRING-BUNDLE"
+_HOST_RE = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
+_IP_RE = re.compile(r"[0-9a-fA-F:.]{2,45}\Z")
+EAP_METHODS = ("pwd", "tls")
+
+
+def _check_host(value: str, what: str) -> str:
+    if not isinstance(value, str) or not (_HOST_RE.match(value) or _IP_RE.match(value)):
+        raise FormatError(f"The {what} {value!r} is not a host name or address.")
+    return value
+
+
+def _check_port(value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise FormatError(f"Port {value!r} is not in 1..65535.")
+    return value
+
+
+def _check_pem(value: str) -> str:
+    if (
+        not isinstance(value, str)
+        or "-----BEGIN CERTIFICATE-----" not in value
+        or not value.isascii()
+    ):
+        raise FormatError("The TLS CA is not a PEM certificate.")
+    return value
+
+
+@dataclass(frozen=True, repr=False)
+class NetworkCredential:
+    """802.1X credential for joining a cloudlet network (EAP-pwd by default)."""
+
+    ssid: str
+    identity: str
+    password: str
+    eap_method: str = "pwd"
+
+    def __post_init__(self) -> None:
+        for name in ("ssid", "identity", "password", "eap_method"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str")
+        if not 1 <= len(self.ssid.encode("utf-8")) <= 32:
+            raise FormatError("An SSID is 1 to 32 bytes.")
+        if not self.identity or not self.password:
+            raise FormatError("The EAP identity and password must not be empty.")
+        if self.eap_method not in EAP_METHODS:
+            raise FormatError(
+                f"EAP method {self.eap_method!r} is not allowed; use one of {EAP_METHODS} "
+                "(methods open to offline guessing are refused)."
+            )
+
+    def __repr__(self) -> str:
+        return f"NetworkCredential(ssid={self.ssid!r}, identity={self.identity!r}, <password>)"
+
+    def _fields(self) -> list[bytes]:
+        return [
+            s.encode("utf-8") for s in (self.ssid, self.identity, self.password, self.eap_method)
+        ]
+
+    @classmethod
+    def _from(cls, raw: list[bytes]) -> NetworkCredential:
+        return cls(*(formats.text_field(r, "network credential") for r in raw))
+
+
+@dataclass(frozen=True, repr=False)
+class DeviceBundle:
+    device_key: DeviceKey
+    params: PublicParams
+    tls_ca_pem: str
+    network: NetworkCredential
+    api_host: str
+    api_port: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device_key, DeviceKey) or not isinstance(self.params, PublicParams):
+            raise TypeError("device_key and params must be a DeviceKey and PublicParams")
+        if not isinstance(self.network, NetworkCredential):
+            raise TypeError("network must be a NetworkCredential")
+        if self.device_key.params_digest != self.params.digest:
+            raise FormatError("The device key was not issued under the bundle's params.")
+        _check_pem(self.tls_ca_pem)
+        _check_host(self.api_host, "API host")
+        _check_port(self.api_port)
+
+    def __repr__(self) -> str:
+        return f"DeviceBundle({self.device_key.identity}, <secret>)"
+
+
+@dataclass(frozen=True, repr=False)
+class PairingBundle:
+    cloudlet_id: str
+    tls_ca_pem: str
+    params: PublicParams
+    network: NetworkCredential
+    fqdn: str
+    api_port: int
+
+    def __post_init__(self) -> None:
+        normalise_id(self.cloudlet_id, "cloudlet id")
+        if not isinstance(self.params, PublicParams) or self.params.cloudlet_id != self.cloudlet_id:
+            raise FormatError("The bundle's params are not those of its cloudlet.")
+        if not isinstance(self.network, NetworkCredential):
+            raise TypeError("network must be a NetworkCredential")
+        _check_pem(self.tls_ca_pem)
+        _check_host(self.fqdn, "FQDN")
+        _check_port(self.api_port)
+
+    def __repr__(self) -> str:
+        return f"PairingBundle({self.cloudlet_id!r}, <secret>)"
+
+
+# --- plain encodings (always sealed before they leave the host) ------------
+
+
+def encode_device_bundle(bundle: DeviceBundle) -> bytes:
+    return pack(
+        Kind.DEVICE_BUNDLE,
+        [
+            formats.encode_device_key(bundle.device_key),
+            formats.encode_params(bundle.params),
+            bundle.tls_ca_pem.encode("ascii"),
+            *bundle.network._fields(),
+            bundle.api_host.encode("ascii"),
+            bundle.api_port.to_bytes(2, "big"),
+        ],
+    )
+
+
+def decode_device_bundle(data: bytes) -> DeviceBundle:
+    key, params, pem, *net, host, port = unpack(
+        data, Kind.DEVICE_BUNDLE, [None, None, None, None, None, None, None, None, 2]
+    )
+    return DeviceBundle(
+        formats.decode_device_key(key),
+        formats.decode_params(params),
+        formats.text_field(pem, "TLS CA", ascii_only=True),
+        NetworkCredential._from(net),
+        formats.text_field(host, "API host", ascii_only=True),
+        int.from_bytes(port, "big"),
+    )
+
+
+def encode_pairing_bundle(bundle: PairingBundle) -> bytes:
+    return pack(
+        Kind.PAIRING_BUNDLE,
+        [
+            bundle.cloudlet_id.encode("ascii"),
+            bundle.tls_ca_pem.encode("ascii"),
+            formats.encode_params(bundle.params),
+            *bundle.network._fields(),
+            bundle.fqdn.encode("ascii"),
+            bundle.api_port.to_bytes(2, "big"),
+        ],
+    )
+
+
+def decode_pairing_bundle(data: bytes) -> PairingBundle:
+    cid, pem, params, *net, fqdn, port = unpack(
+        data, Kind.PAIRING_BUNDLE, [None, None, None, None, None, None, None, None, 2]
+    )
+    return PairingBundle(
+        formats.text_field(cid, "cloudlet id", ascii_only=True),
+        formats.text_field(pem, "TLS CA", ascii_only=True),
+        formats.decode_params(params),
+        NetworkCredential._from(net),
+        formats.text_field(fqdn, "FQDN", ascii_only=True),
+        int.from_bytes(port, "big"),
+    )
+
+
+# --- sealing ---------------------------------------------------------------
+
+
+def seal_device_bundle(
+    recipient_params: PublicParams,
+    recipient: Identity,
+    bundle: DeviceBundle,
+    rng: curve.Rng | None = None,
+    now: datetime | None = None,
+) -> bytes:
+    """IBE-encrypt a bundle to the device identity under (usually another) cloudlet's params."""
+    ct = ibe.encrypt(
+        recipient_params, recipient, encode_device_bundle(bundle), _AAD_DEVICE, rng=rng, now=now
+    )
+    return formats.encode_ciphertext(ct)
+
+
+def open_device_bundle(key: DeviceKey, data: bytes, verify_key: bool = True) -> DeviceBundle:
+    """Device side: decrypt and parse; by default also verify the new key against its params."""
+    ct = formats.decode_ciphertext(data)
+    bundle = decode_device_bundle(ibe.decrypt(key, ct, _AAD_DEVICE))
+    if verify_key:
+        ibe.check_device_key(bundle.params, bundle.device_key)
+    return bundle
+
+
+def issue_device_bundle(
+    master: MasterKey,
+    new_identity: Identity,
+    recipient_params: PublicParams,
+    recipient: Identity,
+    tls_ca_pem: str,
+    network: NetworkCredential,
+    api_host: str,
+    api_port: int,
+    rng: curve.Rng | None = None,
+    now: datetime | None = None,
+) -> bytes:
+    """Extract a key for ``new_identity`` and seal its bundle to ``recipient``.
+
+    In a migration, ``master`` is the target cloudlet's PKG and ``recipient``
+    the device's identity under the source cloudlet's ``recipient_params``:
+    only that device can open it, wherever the ciphertext is stored.
+    """
+    bundle = DeviceBundle(
+        ibe.extract(master, new_identity),
+        master.params,
+        tls_ca_pem,
+        network,
+        api_host,
+        api_port,
+    )
+    return seal_device_bundle(recipient_params, recipient, bundle, rng, now)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(master: bytes, recipient_params: bytes, common: tuple) -> None:
+    _WORKER["master"] = formats.decode_master_key(master)
+    _WORKER["params"] = formats.decode_params(recipient_params)
+    _WORKER["common"] = common
+
+
+def _worker_issue(job: tuple[str, str, datetime | None]) -> bytes:
+    new_identity, recipient, now = job
+    pem, network, host, port = _WORKER["common"]
+    return issue_device_bundle(
+        _WORKER["master"],
+        Identity.parse(new_identity),
+        _WORKER["params"],
+        Identity.parse(recipient),
+        pem,
+        network,
+        host,
+        port,
+        now=now,
+    )
+
+
+def issue_device_bundles(
+    master: MasterKey,
+    recipient_params: PublicParams,
+    pairs: Iterable[tuple[Identity, Identity]],
+    tls_ca_pem: str,
+    network: NetworkCredential,
+    api_host: str,
+    api_port: int,
+    now: datetime | None = None,
+    workers: int | None = None,
+) -> list[bytes]:
+    """``issue_device_bundle`` for many (new identity, recipient) pairs, in order.
+
+    A migration re-issues credentials for every device of an SVM at once;
+    each bundle costs two hashes to the curve and a pairing, so the work is
+    spread over ``workers`` processes (default: the CPUs we may use).
+    """
+    jobs = [(str(new), str(rcpt), now) for new, rcpt in pairs]
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    workers = max(1, min(workers, len(jobs) // 64 or 1))
+    common = (tls_ca_pem, network, api_host, api_port)
+    if workers == 1:
+        return [
+            issue_device_bundle(
+                master,
+                Identity.parse(n),
+                recipient_params,
+                Identity.parse(r),
+                tls_ca_pem,
+                network,
+                api_host,
+                api_port,
+                now=now,
+            )
+            for n, r, _ in jobs
+        ]
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_init,
+        initargs=(
+            formats.encode_master_key(master),
+            formats.encode_params(recipient_params),
+            common,
+        ),
+    ) as pool:
+        return list(pool.map(_worker_issue, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+
+
+def _pairing_aad(result: PairingResult, sender: str, recipient: str) -> bytes:
+    return b"|".join(
+        [
+            _AAD_PAIRING,
+            result.purpose.encode(),
+            sender.encode(),
+            recipient.encode(),
+            result.transcript_hash,
+        ]
+    )
+
+
+def seal_pairing_bundle(
+    result: PairingResult, bundle: PairingBundle, rng: curve.Rng | None = None
+) -> bytes:
+    """Encrypt our pairing bundle for the peer under this pairing's send key."""
+    if not isinstance(result, PairingResult) or not isinstance(bundle, PairingBundle):
+        raise TypeError("expected a PairingResult and a PairingBundle")
+    if bundle.cloudlet_id != result.my_id:
+        raise IdentityError(
+            f"The bundle describes {bundle.cloudlet_id!r}, but this side is {result.my_id!r}."
+        )
+    nonce = (rng or curve.default_rng)(12)
+    aad = _pairing_aad(result, result.my_id, result.peer_id)
+    body = AESGCM(result.bundle_key(result.my_id)).encrypt(
+        nonce, encode_pairing_bundle(bundle), aad
+    )
+    return pack(
+        Kind.SEALED_BUNDLE,
+        [result.my_id.encode(), result.peer_id.encode(), result.transcript_hash, nonce, body],
+        formats.CURVE_NONE,
+    )
+
+
+def open_pairing_bundle(result: PairingResult, data: bytes) -> PairingBundle:
+    """Decrypt the peer's pairing bundle; it must come from the peer we paired with."""
+    sender, recipient, transcript, nonce, body = unpack(
+        data, Kind.SEALED_BUNDLE, [None, None, 32, 12, None], formats.CURVE_NONE
+    )
+    if (sender, recipient, transcript) != (
+        result.peer_id.encode(),
+        result.my_id.encode(),
+        result.transcript_hash,
+    ):
+        raise DecryptionError(
+            "This bundle does not belong to this pairing (wrong sender, recipient or session).",
+            "Start the pairing again on both cloudlets.",
+        )
+    aad = _pairing_aad(result, result.peer_id, result.my_id)
+    try:
+        plain = AESGCM(result.bundle_key(result.peer_id)).decrypt(nonce, body, aad)
+    except InvalidTag:
+        raise DecryptionError("The pairing bundle was altered in transit.") from None
+    bundle = decode_pairing_bundle(plain)
+    if bundle.cloudlet_id != result.peer_id:
+        raise IdentityError(
+            f"The bundle describes {bundle.cloudlet_id!r}, but we paired with {result.peer_id!r}."
+        )
+    return bundle
