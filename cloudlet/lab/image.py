@@ -29,6 +29,7 @@ EXTRA_PACKAGES = (
     "openssh-server",
     "python3",
     "python3-venv",
+    "python3-apt",
     "sudo",
     "ca-certificates",
     "openssl",
@@ -74,13 +75,13 @@ rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
 _SOURCE_RE = re.compile(r"^\s*(?:deb\s+(?:\[[^\]]*\]\s+)?|URIs:\s*)(\S+)", re.MULTILINE)
 
 
-def host_mirror(paths: tuple[str, ...] = ("/etc/apt/sources.list",)) -> str:
+def host_mirror(paths: tuple[str, ...] | None = None) -> str:
     """The Debian mirror the control node already uses, so the lab needs no new host."""
-    candidates = list(paths)
-    src_dir = Path("/etc/apt/sources.list.d")
-    if src_dir.is_dir():
-        candidates += sorted(str(p) for p in src_dir.iterdir() if p.suffix in (".list", ".sources"))
-    for path in candidates:
+    if paths is None:
+        src_dir = Path("/etc/apt/sources.list.d")
+        extra = sorted(str(p) for p in src_dir.glob("*") if p.suffix in (".list", ".sources"))
+        paths = ("/etc/apt/sources.list", *extra)
+    for path in paths:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError:
