@@ -2,15 +2,21 @@
 
 * ``DeviceBundle``: the device's IBE key, the issuing cloudlet's params, its
   TLS CA, the 802.1X (EAP-pwd) credential and the Manager API endpoint.
-  Sealed with IBE to the device's identity (``seal_device_bundle``), so the
-  message repository that holds it until the device fetches it cannot read
-  it, and a device that asks for someone else's bundle gets nothing usable.
+  The issuing cloudlet *signs* it (Cha-Cheon, with the key of its own
+  cloudlet identity for the bundle's period, over the bundle and the
+  recipient), then IBE-encrypts it to the device's identity
+  (``seal_device_bundle``). Encryption alone authenticates nothing: anyone
+  holding public params can encrypt to a device, so without the signature a
+  stranger could hand the device a rogue TLS CA and network. The device
+  opens it only against issuer params it already trusts
+  (``open_device_bundle``).
 * ``PairingBundle``: what a cloudlet gives its peer at pairing: TLS CA, IBE
   params, credentials for joining its network, its FQDN and API port.
-  Sealed with the direction key from the PAKE (``seal_pairing_bundle``).
+  Sealed with the direction key from the PAKE (``seal_pairing_bundle``),
+  which authenticates it as coming from whoever knew the voice code.
 
-Both seals are AEADs whose associated data binds sender, recipient and
-purpose, so a bundle cannot be replayed to another device or the other
+Associated data binds sender, recipient, purpose and session, so a bundle
+cannot be replayed to another device, another pairing or the other
 direction.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import struct
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,11 +35,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cloudlet import formats
-from cloudlet.crypto import curve, ibe
+from cloudlet.crypto import auth, curve, ibe
 from cloudlet.crypto.ibe import DeviceKey, MasterKey, PublicParams
-from cloudlet.crypto.identity import Identity, normalise_id
+from cloudlet.crypto.identity import Identity, Period, cloudlet_identity
 from cloudlet.crypto.pake import PairingResult
-from cloudlet.errors import DecryptionError, FormatError, IdentityError
+from cloudlet.errors import CryptoError, DecryptionError, FormatError, IdentityError
 from cloudlet.formats import Kind, pack, unpack
 
 __all__ = [
@@ -45,6 +52,7 @@ __all__ = [
     "encode_pairing_bundle",
     "issue_device_bundle",
     "issue_device_bundles",
+    "issuer_key",
     "open_device_bundle",
     "open_pairing_bundle",
     "seal_device_bundle",
@@ -52,6 +60,7 @@ __all__ = [
 ]
 
 _AAD_DEVICE = b"CLOUDLET-V01-DEVICE-BUNDLE"
+_LABEL_DEVICE_SIG = b"CLOUDLET-V01-DEVICE-BUNDLE-SIG"
 _AAD_PAIRING = b"CLOUDLET-V01-PAIRING-BUNDLE"
 _HOST_RE = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
@@ -152,7 +161,6 @@ class PairingBundle:
     api_port: int
 
     def __post_init__(self) -> None:
-        normalise_id(self.cloudlet_id, "cloudlet id")
         if not isinstance(self.params, PublicParams) or self.params.cloudlet_id != self.cloudlet_id:
             raise FormatError("The bundle's params are not those of its cloudlet.")
         if not isinstance(self.network, NetworkCredential):
@@ -215,7 +223,7 @@ def decode_pairing_bundle(data: bytes) -> PairingBundle:
         data, Kind.PAIRING_BUNDLE, [None, None, None, None, None, None, None, None, 2]
     )
     return PairingBundle(
-        formats.text_field(cid, "cloudlet id", ascii_only=True),
+        formats.id_field(cid),
         formats.text_field(pem, "TLS CA", ascii_only=True),
         formats.decode_params(params),
         NetworkCredential._from(net),
@@ -227,26 +235,83 @@ def decode_pairing_bundle(data: bytes) -> PairingBundle:
 # --- sealing ---------------------------------------------------------------
 
 
+def _lp(*parts: bytes) -> bytes:
+    return b"".join(struct.pack(">I", len(p)) + p for p in parts)
+
+
+def issuer_key(master: MasterKey, period: Period) -> DeviceKey:
+    """The key a cloudlet signs device bundles with: its own identity's key."""
+    return ibe.extract(master, cloudlet_identity(master.cloudlet_id, period))
+
+
+def _signed_message(recipient: Identity, body: bytes) -> bytes:
+    return _lp(_LABEL_DEVICE_SIG, recipient.encode(), body)
+
+
 def seal_device_bundle(
     recipient_params: PublicParams,
     recipient: Identity,
     bundle: DeviceBundle,
+    signer: DeviceKey,
     rng: curve.Rng | None = None,
     now: datetime | None = None,
 ) -> bytes:
-    """IBE-encrypt a bundle to the device identity under (usually another) cloudlet's params."""
-    ct = ibe.encrypt(
-        recipient_params, recipient, encode_device_bundle(bundle), _AAD_DEVICE, rng=rng, now=now
-    )
+    """Sign a bundle as its issuer, then IBE-encrypt it to ``recipient``.
+
+    ``signer`` is ``issuer_key(master, bundle period)`` of the cloudlet that
+    issued the bundle; ``recipient_params`` are usually another cloudlet's
+    (the one the device holds a key from).
+    """
+    if not isinstance(bundle, DeviceBundle) or not isinstance(recipient, Identity):
+        raise TypeError("expected a DeviceBundle and an Identity")
+    expected = cloudlet_identity(bundle.params.cloudlet_id, bundle.device_key.identity.period)
+    if not isinstance(signer, DeviceKey) or signer.identity != expected:
+        raise IdentityError(
+            f"Device bundles from {bundle.params.cloudlet_id!r} are signed with the key of "
+            f"{expected}.",
+            "Use bundles.issuer_key(master, period) of the issuing cloudlet.",
+        )
+    body = encode_device_bundle(bundle)
+    u, v = auth.sign(signer, _signed_message(recipient, body), rng)
+    signed = pack(Kind.SIGNED_DEVICE_BUNDLE, [body, curve.g1_to_bytes(u), curve.g1_to_bytes(v)])
+    ct = ibe.encrypt(recipient_params, recipient, signed, _AAD_DEVICE, rng=rng, now=now)
     return formats.encode_ciphertext(ct)
 
 
-def open_device_bundle(key: DeviceKey, data: bytes, verify_key: bool = True) -> DeviceBundle:
-    """Device side: decrypt and parse; by default also verify the new key against its params."""
+def open_device_bundle(
+    key: DeviceKey, data: bytes, issuer: PublicParams, verify_key: bool = True
+) -> DeviceBundle:
+    """Device side: decrypt, check the issuer's signature, parse.
+
+    ``issuer`` are the params of the cloudlet the device expects the bundle
+    from, learnt over a channel it already trusts (its current cloudlet's
+    Manager API, or the pairing). A bundle signed by anyone else is refused.
+    By default the new key is also checked against the issuer's params.
+    """
+    if not isinstance(issuer, PublicParams):
+        raise TypeError("issuer must be the issuing cloudlet's PublicParams")
     ct = formats.decode_ciphertext(data)
-    bundle = decode_device_bundle(ibe.decrypt(key, ct, _AAD_DEVICE))
+    signed = ibe.decrypt(key, ct, _AAD_DEVICE)
+    body, u, v = unpack(signed, Kind.SIGNED_DEVICE_BUNDLE, [None, curve.G1_BYTES, curve.G1_BYTES])
+    bundle = decode_device_bundle(body)
+    if bundle.params != issuer:
+        raise CryptoError(
+            f"The bundle was issued by {bundle.params.cloudlet_id!r} under parameters this "
+            f"device does not trust (expected {issuer.cloudlet_id!r}).",
+            "Fetch the bundle again from the cloudlet the device is moving to; if this "
+            "repeats, someone is forging bundles.",
+        )
+    signer = cloudlet_identity(issuer.cloudlet_id, bundle.device_key.identity.period)
+    message = _signed_message(key.identity, body)
+    if not auth.verify_signature(
+        issuer, signer, message, curve.g1_from_bytes(u), curve.g1_from_bytes(v)
+    ):
+        raise CryptoError(
+            f"The bundle's signature from {issuer.cloudlet_id!r} is not valid.",
+            "The bundle was forged or damaged: do not use it; fetch it again.",
+        )
     if verify_key:
-        ibe.check_device_key(bundle.params, bundle.device_key)
+        ibe.check_device_key(issuer, bundle.device_key)
     return bundle
 
 
@@ -261,12 +326,15 @@ def issue_device_bundle(
     api_port: int,
     rng: curve.Rng | None = None,
     now: datetime | None = None,
+    signer: DeviceKey | None = None,
 ) -> bytes:
-    """Extract a key for ``new_identity`` and seal its bundle to ``recipient``.
+    """Extract a key for ``new_identity``, sign its bundle, seal it to ``recipient``.
 
     In a migration, ``master`` is the target cloudlet's PKG and ``recipient``
     the device's identity under the source cloudlet's ``recipient_params``:
-    only that device can open it, wherever the ciphertext is stored.
+    only that device can open it, wherever the ciphertext is stored, and it
+    can check that the target cloudlet issued it. ``signer`` saves one
+    extract when issuing many bundles for the same period.
     """
     bundle = DeviceBundle(
         ibe.extract(master, new_identity),
@@ -276,7 +344,9 @@ def issue_device_bundle(
         api_host,
         api_port,
     )
-    return seal_device_bundle(recipient_params, recipient, bundle, rng, now)
+    if signer is None:
+        signer = issuer_key(master, new_identity.period)
+    return seal_device_bundle(recipient_params, recipient, bundle, signer, rng, now)
 
 
 _WORKER: dict = {}
@@ -286,22 +356,28 @@ def _worker_init(master: bytes, recipient_params: bytes, common: tuple) -> None:
     _WORKER["master"] = formats.decode_master_key(master)
     _WORKER["params"] = formats.decode_params(recipient_params)
     _WORKER["common"] = common
+    _WORKER["signers"] = {}
+
+
+def _issue_one(master, recipient_params, signers, common, new_id, rcpt_id, now) -> bytes:
+    new_identity = Identity.parse(new_id)
+    period = new_identity.period
+    if period not in signers:
+        signers[period] = issuer_key(master, period)
+    return issue_device_bundle(
+        master,
+        new_identity,
+        recipient_params,
+        Identity.parse(rcpt_id),
+        *common,
+        now=now,
+        signer=signers[period],
+    )
 
 
 def _worker_issue(job: tuple[str, str, datetime | None]) -> bytes:
-    new_identity, recipient, now = job
-    pem, network, host, port = _WORKER["common"]
-    return issue_device_bundle(
-        _WORKER["master"],
-        Identity.parse(new_identity),
-        _WORKER["params"],
-        Identity.parse(recipient),
-        pem,
-        network,
-        host,
-        port,
-        now=now,
-    )
+    w = _WORKER
+    return _issue_one(w["master"], w["params"], w["signers"], w["common"], *job)
 
 
 def issue_device_bundles(
@@ -318,8 +394,8 @@ def issue_device_bundles(
     """``issue_device_bundle`` for many (new identity, recipient) pairs, in order.
 
     A migration re-issues credentials for every device of an SVM at once;
-    each bundle costs two hashes to the curve and a pairing, so the work is
-    spread over ``workers`` processes (default: the CPUs we may use).
+    each bundle costs an extract, a signature and an encryption, so the work
+    is spread over ``workers`` processes (default: the CPUs we may use).
     """
     jobs = [(str(new), str(rcpt), now) for new, rcpt in pairs]
     if workers is None:
@@ -327,20 +403,8 @@ def issue_device_bundles(
     workers = max(1, min(workers, len(jobs) // 64 or 1))
     common = (tls_ca_pem, network, api_host, api_port)
     if workers == 1:
-        return [
-            issue_device_bundle(
-                master,
-                Identity.parse(n),
-                recipient_params,
-                Identity.parse(r),
-                tls_ca_pem,
-                network,
-                api_host,
-                api_port,
-                now=now,
-            )
-            for n, r, _ in jobs
-        ]
+        signers: dict = {}
+        return [_issue_one(master, recipient_params, signers, common, *job) for job in jobs]
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("fork"),
@@ -355,14 +419,12 @@ def issue_device_bundles(
 
 
 def _pairing_aad(result: PairingResult, sender: str, recipient: str) -> bytes:
-    return b"|".join(
-        [
-            _AAD_PAIRING,
-            result.purpose.encode(),
-            sender.encode(),
-            recipient.encode(),
-            result.transcript_hash,
-        ]
+    return _lp(
+        _AAD_PAIRING,
+        result.purpose.encode("utf-8"),
+        sender.encode(),
+        recipient.encode(),
+        result.transcript_hash,
     )
 
 

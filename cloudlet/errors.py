@@ -160,3 +160,98 @@ class LabError(CloudletError):
     default_hint = (
         "Run the lab play again with lab_state=absent to clear it, then bring it up again."
     )
+
+
+class AuditError(CloudletError):
+    """The ceremony audit log could not be written, or does not verify."""
+
+    default_hint = (
+        "Run `python -m cloudlet.audit verify LOGFILE` to find the first bad line. "
+        "Keep the damaged log as evidence and move it aside to start a new one."
+    )
+
+
+class SvmImageError(CloudletError):
+    """A service VM image could not be built, or does not match its manifest."""
+
+    default_hint = (
+        "Delete the image directory and build it again on the control node "
+        "(scripts/build-demo-svm); on a cloudlet, import the image again."
+    )
+
+
+# --- Cloudlet Manager and PKI ------------------------------------------------
+
+
+class CertificateError(CloudletError):
+    """A TLS certificate or key is unusable: bad names, wrong CA, damaged PEM."""
+
+    default_hint = (
+        "Re-run the cloudlet_pki role to re-issue the certificate; if the CA itself is "
+        "damaged, restore it from backup (a new CA means every peer must pair again)."
+    )
+
+
+class ManagerError(CloudletError):
+    """The Cloudlet Manager refused a request or cannot run.
+
+    ``status`` is the HTTP status the API answers with, so a handler raises
+    the error and one middleware turns it into a JSON error body.
+    """
+
+    status = 500
+
+
+class ConfigError(ManagerError):
+    """The Manager's configuration file is missing, unreadable or wrong."""
+
+    default_hint = (
+        "Fix the configuration file (the cloudlet_manager role renders it) and restart "
+        "the service."
+    )
+
+
+class RequestError(ManagerError):
+    """A request body or parameter is malformed: nothing was changed."""
+
+    status = 400
+    default_hint = "Nothing was changed. Fix the request; GET /openapi.json describes it."
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+    default_hint = "Nothing was changed. Send fewer items per request."
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    default_hint = "Nothing was changed. Send the body as application/json."
+
+
+class NotFoundError(ManagerError):
+    status = 404
+    default_hint = "Check the id; list what exists with the admin API."
+
+
+class ConflictError(ManagerError):
+    """The request contradicts stored state (e.g. credentials for a revoked device)."""
+
+    status = 409
+    default_hint = "Nothing was changed. Check the record with the admin API first."
+
+
+class PeerAuthError(ManagerError):
+    """A caller of the peer API is not a paired cloudlet."""
+
+    status = 403
+    default_hint = (
+        "Only paired cloudlets may call the peer API with their client certificate. "
+        "Pair the two cloudlets (pair_cloudlets.yml) and check the certificate paths."
+    )
+
+
+class DeviceForbidden(ManagerError):
+    """An authenticated device may not use the API (revoked, unknown, wrong period)."""
+
+    status = 403
+    default_hint = "Pair the device with this cloudlet again (pair_device.yml)."

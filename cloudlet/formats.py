@@ -52,9 +52,11 @@ __all__ = [
     "encode_device_key",
     "encode_master_key",
     "encode_params",
+    "id_field",
     "pack",
     "peek_kind",
     "read_pkg",
+    "text_field",
     "unpack",
     "write_pkg",
     "write_secret_file",
@@ -76,6 +78,7 @@ class Kind(enum.IntEnum):
     DEVICE_BUNDLE = 6
     PAIRING_BUNDLE = 7
     SEALED_BUNDLE = 8
+    SIGNED_DEVICE_BUNDLE = 9
 
 
 _NAMES = {
@@ -87,6 +90,7 @@ _NAMES = {
     Kind.DEVICE_BUNDLE: "device credential bundle",
     Kind.PAIRING_BUNDLE: "cloudlet pairing bundle",
     Kind.SEALED_BUNDLE: "sealed pairing bundle",
+    Kind.SIGNED_DEVICE_BUNDLE: "signed device credential bundle",
 }
 
 
@@ -163,7 +167,8 @@ def text_field(raw: bytes, what: str, ascii_only: bool = False) -> str:
     return value
 
 
-def _cid(raw: bytes) -> str:
+def id_field(raw: bytes) -> str:
+    """A cloudlet id field: ASCII and already canonical, or a FormatError."""
     text = text_field(raw, "cloudlet id", ascii_only=True)
     try:
         if normalise_id(text, "cloudlet id") != text:
@@ -198,7 +203,7 @@ def decode_master_key(data: bytes) -> MasterKey:
     cid, s_enc, s_sig = unpack(
         data, Kind.MASTER_KEY, [None, curve.SCALAR_BYTES, curve.SCALAR_BYTES]
     )
-    return MasterKey(_cid(cid), curve.scalar_from_bytes(s_enc), curve.scalar_from_bytes(s_sig))
+    return MasterKey(id_field(cid), curve.scalar_from_bytes(s_enc), curve.scalar_from_bytes(s_sig))
 
 
 def encode_params(params: PublicParams) -> bytes:
@@ -214,7 +219,7 @@ def encode_params(params: PublicParams) -> bytes:
 
 def decode_params(data: bytes) -> PublicParams:
     cid, p_enc, p_sig = unpack(data, Kind.PARAMS, [None, curve.G2_BYTES, curve.G2_BYTES])
-    return PublicParams(_cid(cid), curve.g2_from_bytes(p_enc), curve.g2_from_bytes(p_sig))
+    return PublicParams(id_field(cid), curve.g2_from_bytes(p_enc), curve.g2_from_bytes(p_sig))
 
 
 def encode_device_key(key: DeviceKey) -> bytes:
@@ -277,7 +282,7 @@ def decode_auth_proof(data: bytes) -> AuthProof:
     return AuthProof(
         _identity(ident),
         pd,
-        _cid(aud),
+        id_field(aud),
         timestamp,
         nonce,
         curve.g1_from_bytes(u),

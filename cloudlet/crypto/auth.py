@@ -19,6 +19,7 @@ accepts a proof only inside a time window and only once (``ReplayCache``).
 
 from __future__ import annotations
 
+import heapq
 import struct
 import threading
 import time
@@ -44,6 +45,7 @@ __all__ = [
 NONCE_BYTES = 16
 DEFAULT_WINDOW = timedelta(seconds=120)
 _DST_H = b"CLOUDLET-V01-IBS-CHA-CHEON-H"
+_DST_K = b"CLOUDLET-V01-IBS-CHA-CHEON-K"
 _LABEL_AUTH = b"CLOUDLET-V01-DEVICE-AUTH"
 
 
@@ -56,12 +58,21 @@ def _challenge(pd: bytes, ident: bytes, u: curve.G1, message: bytes) -> curve.Sc
 
 
 def sign(key: DeviceKey, message: bytes, rng: curve.Rng | None = None) -> tuple[curve.G1, curve.G1]:
-    """Cha-Cheon signature (U, V) on ``message`` with the device's d_sig."""
+    """Cha-Cheon signature (U, V) on ``message`` with the device's d_sig.
+
+    The per-signature ``k`` is hedged: hashed from the key, the message and
+    fresh randomness. Two signatures with the same ``k`` on different
+    messages give away d_sig (``V1 - V2 = (h1 - h2) * d_sig``), so a weak or
+    repeated rng must not be enough to repeat ``k``.
+    """
     if not isinstance(key, DeviceKey):
         raise TypeError("expected a DeviceKey")
     if not isinstance(message, bytes):
         raise TypeError("message must be bytes")
-    k = curve.random_scalar(rng)
+    fresh = (rng or curve.default_rng)(32)
+    if len(fresh) != 32:
+        raise ValueError("rng returned the wrong number of bytes")
+    k = curve.hash_to_scalar(_DST_K, _lp(curve.g1_to_bytes(key.d_sig), message, fresh))
     u = key.q * k
     h = _challenge(key.params_digest, key.identity.encode(), u, message)
     return u, key.d_sig * (k + h)
@@ -166,40 +177,43 @@ def make_proof(
 class ReplayCache:
     """Remembers (identity, nonce) pairs until their time window has passed.
 
-    When full of live entries it refuses new proofs rather than forgetting
-    old ones: forgetting early would re-open the replay window.
+    Bounded: entries leave in expiry order (a heap), so the cost per proof is
+    logarithmic and an expired entry never lingers. When full of *live*
+    entries it refuses new proofs rather than forgetting old ones early:
+    forgetting early would re-open the replay window.
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be positive")
+        if not isinstance(max_entries, int) or max_entries < 1:
+            raise ValueError("max_entries must be a positive int")
         self.max_entries = max_entries
         self._seen: dict[tuple[str, bytes], float] = {}
+        self._expiry: list[tuple[float, tuple[str, bytes]]] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def _purge(self, now: float) -> None:
-        expired = [k for k, exp in self._seen.items() if exp <= now]
-        for k in expired:
-            del self._seen[k]
+        while self._expiry and self._expiry[0][0] <= now:
+            _exp, key = heapq.heappop(self._expiry)
+            del self._seen[key]
 
     def add(self, identity: str, nonce: bytes, expires_at: float, now: float | None = None) -> None:
         """Record a proof; raise ReplayError if it was already recorded."""
         now = time.time() if now is None else now
         key = (identity, nonce)
         with self._lock:
-            if key in self._seen and self._seen[key] > now:
+            self._purge(now)
+            if key in self._seen:
                 raise ReplayError(f"Replayed authentication from {identity}.")
             if len(self._seen) >= self.max_entries:
-                self._purge(now)
-                if len(self._seen) >= self.max_entries:
-                    raise AuthenticationError(
-                        "Too many authentications in the current time window.",
-                        "Wait a minute and retry; if this persists the cloudlet is being flooded.",
-                    )
+                raise AuthenticationError(
+                    "Too many authentications in the current time window.",
+                    "Wait a minute and retry; if this persists the cloudlet is being flooded.",
+                )
             self._seen[key] = expires_at
+            heapq.heappush(self._expiry, (expires_at, key))
 
 
 class DeviceVerifier:
@@ -245,6 +259,8 @@ class DeviceVerifier:
         check_current(ident, now, self.period_skew)
         now_ts = _unix(now)
         window = int(self.window.total_seconds())
+        # Accepted while |now - ts| <= window (whole seconds); the cache keeps
+        # the nonce until ts + window + 1, i.e. for as long as this accepts it.
         if abs(now_ts - proof.timestamp) > window:
             raise ReplayError(
                 f"The proof from {ident} is {now_ts - proof.timestamp} s old; "

@@ -308,6 +308,10 @@ _RADIX = len(WORDS)  # 257, prime
 _INDEX = {word: i for i, word in enumerate(WORDS)}
 _BITS_PER_WORD = math.log2(_RADIX)
 _SEPARATORS = re.compile(r"[\s\-_.,;:/|+]+")
+# A code shorter than this is refused even if its check word fits: a dropped
+# word then gets a clear message instead of a 1-in-257 pass and a wasted
+# PAKE attempt, and nothing can run the PAKE on a code below MIN_BITS.
+_MIN_DATA_WORDS = math.ceil(MIN_BITS / _BITS_PER_WORD)
 
 
 def check_word(indices: list[int] | tuple[int, ...]) -> str:
@@ -323,8 +327,13 @@ class VoiceCode:
     words: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.words, tuple) or len(self.words) < 2:
-            raise TypeError("words must be a tuple of at least two words")
+        if not isinstance(self.words, tuple) or not all(isinstance(w, str) for w in self.words):
+            raise TypeError("words must be a tuple of str")
+        if len(self.words) - 1 < _MIN_DATA_WORDS:
+            raise CodeFormatError(
+                f"The code has {len(self.words)} words; a code has at least {_MIN_DATA_WORDS + 1}.",
+                "Ask the other admin to read the whole code again.",
+            )
         for word in self.words:
             if word not in _INDEX:
                 raise CodeFormatError(f"{word!r} is not a code word.")
@@ -411,8 +420,12 @@ def parse_code(text: str, words: int | None = None) -> VoiceCode:
             f"The code has {len(tokens)} words, but {words} are expected.",
             "Ask the other admin to read the whole code again.",
         )
-    if len(tokens) < 2:
-        raise CodeFormatError("That is not a complete code.", "Type every word of the code.")
+    if len(tokens) < _MIN_DATA_WORDS + 1:
+        raise CodeFormatError(
+            f"That is not a complete code: {len(tokens)} word(s), a code has at least "
+            f"{_MIN_DATA_WORDS + 1}.",
+            "Type every word of the code, the last (check) word included.",
+        )
     resolved = tuple(_resolve(t) for t in tokens)
     data = [_INDEX[w] for w in resolved[:-1]]
     if check_word(data) != resolved[-1]:

@@ -40,8 +40,10 @@ IDENTITY_PREFIX = "cloudlet-id-v1"
 DEFAULT_SKEW = timedelta(minutes=5)
 
 _ID_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-_MONTH_RE = re.compile(r"(\d{4})-(\d{2})\Z")
-_DAY_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})\Z")
+# [0-9], not \d: \d also matches other scripts' digits ("٢٠٢٦-١١"), which
+# would give one period two spellings and a non-ASCII identity.
+_MONTH_RE = re.compile(r"([0-9]{4})-([0-9]{2})\Z")
+_DAY_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})\Z")
 
 
 def normalise_id(text: str, what: str = "id") -> str:

@@ -6,6 +6,8 @@ from the order of the two cloudlet ids, so nobody has to choose one.
     START --start()--> WAIT_ELEMENT --ELEMENT--> WAIT_CONFIRM --CONFIRM--> PAIRED
       any unexpected or malformed message, wrong code ...........--> FAILED
 
+(``Pairing.TRANSITIONS`` is that table; both end states are terminal.)
+
 Each side sends its SPAKE2 element, then, after receiving the peer's element,
 a key-confirmation MAC over the transcript (purpose, both cloudlet ids, both
 elements). A wrong code, or anyone in the middle without the code, makes
@@ -101,8 +103,12 @@ class AttemptCounter:
     """
 
     def __init__(self, limit: int = DEFAULT_ATTEMPTS, used: int = 0, consumed: bool = False):
-        if not isinstance(limit, int) or limit < 1:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError("limit must be a positive int")
+        if not isinstance(used, int) or isinstance(used, bool) or used < 0:
+            raise ValueError("used must be a non-negative int")
+        if not isinstance(consumed, bool):
+            raise ValueError("consumed must be a bool")
         self.limit = limit
         self.used = used
         self.consumed = consumed
@@ -132,7 +138,13 @@ class AttemptCounter:
 
     @classmethod
     def from_dict(cls, data: dict) -> AttemptCounter:
-        return cls(int(data["limit"]), int(data["used"]), bool(data["consumed"]))
+        try:
+            return cls(data["limit"], data["used"], data["consumed"])
+        except (KeyError, TypeError, ValueError):
+            raise CodeExhausted(
+                "The saved attempt counter for this code is damaged.",
+                "Generate a new code on one cloudlet and read it to the other admin.",
+            ) from None
 
 
 @dataclass(frozen=True, repr=False)
@@ -200,14 +212,18 @@ def link_password(code: VoiceCode, id_one: str, id_two: str) -> str:
     return _password(seed)
 
 
+EV_START = "start"
+
+
 class Pairing:
     """One side of one pairing attempt."""
 
-    # The one place where the transitions are listed: (state, event) -> handler.
+    # The one place where the transitions are listed:
+    # (state, event) -> (handler, next state). Anything else -> FAILED.
     TRANSITIONS = {
-        (State.START, "start"): "_on_start",
-        (State.WAIT_ELEMENT, MSG_ELEMENT): "_on_element",
-        (State.WAIT_CONFIRM, MSG_CONFIRM): "_on_confirm",
+        (State.START, EV_START): ("_on_start", State.WAIT_ELEMENT),
+        (State.WAIT_ELEMENT, MSG_ELEMENT): ("_on_element", State.WAIT_CONFIRM),
+        (State.WAIT_CONFIRM, MSG_CONFIRM): ("_on_confirm", State.PAIRED),
     }
 
     def __init__(
@@ -250,16 +266,15 @@ class Pairing:
 
     def start(self) -> bytes:
         """Begin: returns our ELEMENT message for the peer."""
-        return self._dispatch("start", b"")
+        return self._dispatch(EV_START, b"")
 
     def receive(self, message: bytes) -> bytes | None:
         """Feed one message from the peer; returns the reply to send, if any."""
-        if self.state in (State.FAILED, State.PAIRED):
-            return self._dispatch(None, b"")
+        self._check_not_terminal()
         try:
             kind, payload = decode_message(message)
         except ProtocolError as exc:
-            self._fail(exc)
+            raise self._fail(exc) from None
         return self._dispatch(kind, payload)
 
     @property
@@ -270,29 +285,46 @@ class Pairing:
 
     # --- machinery ---
 
-    def _dispatch(self, event, payload: bytes):
+    def _check_not_terminal(self) -> None:
         if self.state is State.FAILED:
             raise PairingError(
                 f"This pairing attempt has already failed ({self.error.message})",
                 "Start a new pairing attempt.",
             )
-        handler = self.TRANSITIONS.get((self.state, event))
-        if handler is None:
-            what = "start" if event == "start" else f"message type {event}"
-            self._fail(ProtocolError(f"Unexpected {what} while in state {self.state.value}."))
-        try:
-            return getattr(self, handler)(payload)
-        except CloudletError as exc:
-            self._fail(exc)
-        except Exception as exc:  # noqa: BLE001 - the machine never leaks stray errors
-            self._fail(ProtocolError(f"The peer's pairing message was rejected ({exc!r})."))
+        if self.state is State.PAIRED:
+            # Terminal too, but a stray or injected message must not undo a
+            # completed pairing: refuse it and stay PAIRED.
+            raise ProtocolError(
+                "A pairing message arrived after the pairing was complete.",
+                "The pairing itself succeeded; this extra message was ignored.",
+            )
 
-    def _fail(self, exc: CloudletError):
+    def _dispatch(self, event, payload: bytes):
+        self._check_not_terminal()
+        entry = self.TRANSITIONS.get((self.state, event))
+        if entry is None:
+            what = "start" if event == EV_START else f"message type {event}"
+            raise self._fail(ProtocolError(f"Unexpected {what} while in state {self.state.value}."))
+        handler, next_state = entry
+        try:
+            reply = getattr(self, handler)(payload)
+        except CloudletError as exc:
+            raise self._fail(exc) from None
+        except Exception as exc:  # noqa: BLE001 - spake2 and friends raise their own types
+            raise self._fail(
+                ProtocolError(f"The peer's pairing message was rejected ({type(exc).__name__}).")
+            ) from exc
+        self.state = next_state
+        return reply
+
+    def _fail(self, exc: CloudletError) -> CloudletError:
+        """Enter FAILED, forget every secret, and hand back the error to raise."""
         self.state = State.FAILED
         self.error = exc
         self._keys.clear()
         self._spake = None
-        raise exc
+        self._result = None
+        return exc
 
     def _on_start(self, _payload: bytes) -> bytes:
         cls = SPAKE2_A if self.is_a else SPAKE2_B
@@ -307,7 +339,6 @@ class Pairing:
             self._msg_a = element
         else:
             self._msg_b = element
-        self.state = State.WAIT_ELEMENT
         return encode_message(MSG_ELEMENT, element)
 
     def _on_element(self, payload: bytes) -> bytes:
@@ -316,6 +347,9 @@ class Pairing:
         else:
             self._msg_a = payload
         key = self._spake.finish(payload)
+        # The SPAKE2 key already covers the code, both ids and both elements;
+        # the transcript adds the purpose, so a code read out for one purpose
+        # cannot complete an exchange for another.
         transcript = hashlib.sha256(
             _lp(
                 _LABEL_TRANSCRIPT,
@@ -339,9 +373,10 @@ class Pairing:
             "transcript": transcript,
         }
         mine = "a" if self.is_a else "b"
-        # Charge the attempt before our MAC leaves: it is what tests a guess.
+        # Charge the attempt before our MAC leaves: the MAC is what lets the
+        # peer test a guess offline, so a peer who never sends its own
+        # confirmation (or hangs up) has still paid for the guess.
         self.attempts.charge()
-        self.state = State.WAIT_CONFIRM
         return encode_message(MSG_CONFIRM, self._confirm_mac(mine))
 
     def _confirm_mac(self, role: str) -> bytes:
@@ -373,6 +408,6 @@ class Pairing:
             _send_key=send,
             _recv_key=recv,
         )
+        self._keys = {}
         self.attempts.succeed()
-        self.state = State.PAIRED
         return None

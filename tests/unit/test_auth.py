@@ -19,7 +19,7 @@ from cloudlet.errors import (
     ReplayError,
 )
 
-KAT_PROOF = "c2c16a37bca453567f43057918df2615927161421cb1d9d4a73a88a60ff28f71"
+KAT_PROOF = "afb1e87a9113101ee5c3d9e28f9b4156a48fc6382b5fde1f0d9e16352f73af0d"
 
 
 @pytest.fixture
@@ -52,12 +52,34 @@ def test_replay_rejected(verifier, dev_key):
         verifier.verify(proof, b"GET /credentials", NOW + timedelta(seconds=5))
 
 
-def test_old_and_future_proofs_rejected(verifier, dev_key):
-    proof = _proof(dev_key)
+def test_time_window_edges(verifier, dev_key):
+    """Accepted at exactly +-120 s, refused one second further out."""
     with pytest.raises(ReplayError, match="old"):
-        verifier.verify(proof, b"GET /credentials", NOW + timedelta(seconds=121))
+        verifier.verify(_proof(dev_key), b"GET /credentials", NOW + timedelta(seconds=121))
     with pytest.raises(ReplayError):
-        verifier.verify(proof, b"GET /credentials", NOW - timedelta(seconds=121))
+        verifier.verify(_proof(dev_key), b"GET /credentials", NOW - timedelta(seconds=121))
+    assert verifier.verify(_proof(dev_key), b"GET /credentials", NOW + timedelta(seconds=120))
+    assert verifier.verify(_proof(dev_key), b"GET /credentials", NOW - timedelta(seconds=120))
+
+
+def test_replay_refused_for_as_long_as_the_window_accepts(verifier, dev_key):
+    """The cache must not forget a nonce while the proof is still inside the window."""
+    proof = _proof(dev_key, now=NOW + timedelta(seconds=120))  # from the future edge
+    verifier.verify(proof, b"GET /credentials", NOW)
+    for later in (1, 120, 240):
+        with pytest.raises(ReplayError, match="Replayed"):
+            verifier.verify(proof, b"GET /credentials", NOW + timedelta(seconds=later))
+    with pytest.raises(ReplayError, match="old"):  # and after that the window refuses it
+        verifier.verify(proof, b"GET /credentials", NOW + timedelta(seconds=241))
+
+
+def test_repeated_rng_does_not_repeat_the_signature_nonce(dev_key, master_a, dev_id):
+    """Two messages signed with the same rng stream must not share k (that leaks d_sig)."""
+    u1, v1 = auth.sign(dev_key, b"message one", DetRng(b"stuck"))
+    u2, v2 = auth.sign(dev_key, b"message two", DetRng(b"stuck"))
+    assert u1 != u2
+    assert auth.verify_signature(master_a.params, dev_id, b"message one", u1, v1)
+    assert auth.verify_signature(master_a.params, dev_id, b"message two", u2, v2)
 
 
 def test_proof_bound_to_request(verifier, dev_key):
@@ -107,12 +129,30 @@ def test_replay_cache_expiry_and_capacity():
     cache = auth.ReplayCache(max_entries=2)
     cache.add("dev", b"1", expires_at=100, now=0)
     with pytest.raises(ReplayError):
-        cache.add("dev", b"1", expires_at=100, now=50)
-    cache.add("dev", b"2", expires_at=100, now=50)
+        cache.add("dev", b"1", expires_at=100, now=99.5)
+    cache.add("dev", b"2", expires_at=150, now=50)
     with pytest.raises(AuthenticationError, match="Too many"):
-        cache.add("dev", b"3", expires_at=200, now=60)
-    cache.add("dev", b"3", expires_at=200, now=101)  # old entries purged
-    assert len(cache) == 1
+        cache.add("dev", b"3", expires_at=200, now=60)  # full of live entries: refuse
+    cache.add("dev", b"1", expires_at=200, now=100)  # expired entries leave first
+    assert len(cache) == 2
+    cache.add("dev", b"3", expires_at=300, now=150)
+    assert len(cache) == 2
+
+
+def test_replay_cache_is_keyed_by_identity_and_nonce():
+    cache = auth.ReplayCache()
+    cache.add("dev-a", b"n", expires_at=100, now=0)
+    cache.add("dev-b", b"n", expires_at=100, now=0)  # another device may pick the same nonce
+    with pytest.raises(ReplayError):
+        cache.add("dev-a", b"n", expires_at=100, now=1)
+
+
+def test_replay_cache_stays_bounded_under_load():
+    cache = auth.ReplayCache(max_entries=50)
+    for t in range(10_000):
+        cache.add("dev", t.to_bytes(4, "big"), expires_at=t + 10, now=t)
+        assert len(cache) <= 11
+    assert len(cache._expiry) == len(cache)
 
 
 def test_truncated_proof_rejected(dev_key):

@@ -7,12 +7,24 @@ from conftest import NOW, PEM, DetRng
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudlet import bundles
-from cloudlet.crypto import codes, ibe, pake
-from cloudlet.crypto.identity import device_identity
-from cloudlet.errors import CloudletError, DecryptionError, FormatError, IdentityError
+from cloudlet import bundles, formats
+from cloudlet.crypto import auth, codes, curve, ibe, pake
+from cloudlet.crypto.identity import Period, device_identity
+from cloudlet.errors import (
+    CloudletError,
+    CryptoError,
+    DecryptionError,
+    FormatError,
+    IdentityError,
+)
 
 NET = bundles.NetworkCredential("cloudlet-bravo", "tablet-07", "eap-pwd-secret")
+PERIOD = Period("2026-11")
+
+
+@pytest.fixture(scope="module")
+def signer_b(master_b):
+    return bundles.issuer_key(master_b, PERIOD)
 
 
 def _device_bundle(master_b, did="tablet-07"):
@@ -35,7 +47,7 @@ def test_device_bundle_sealed_to_old_identity(master_a, master_b, dev_id, dev_ke
         8443,
         now=NOW,
     )
-    bundle = bundles.open_device_bundle(dev_key, sealed)
+    bundle = bundles.open_device_bundle(dev_key, sealed, master_b.params)
     assert bundle.device_key.identity == device_identity("cl-bravo", "tablet-07", "2026-11")
     assert bundle.params == master_b.params and bundle.api_port == 8443
     assert bundle.network.password == "eap-pwd-secret"
@@ -48,7 +60,9 @@ def test_device_bundle_sealed_to_old_identity(master_a, master_b, dev_id, dev_ke
     st.text(min_size=1, max_size=40),
     st.integers(1, 65535),
 )
-def test_device_bundle_round_trip(master_a, master_b, dev_id, dev_key, ssid, ident, pw, port):
+def test_device_bundle_round_trip(
+    master_a, master_b, signer_b, dev_id, dev_key, ssid, ident, pw, port
+):
     net = bundles.NetworkCredential(ssid, ident, pw)
     bundle = bundles.DeviceBundle(
         ibe.extract(master_b, device_identity("cl-bravo", "t1", "2026-11")),
@@ -59,27 +73,100 @@ def test_device_bundle_round_trip(master_a, master_b, dev_id, dev_key, ssid, ide
         port,
     )
     assert bundles.decode_device_bundle(bundles.encode_device_bundle(bundle)).network == net
-    sealed = bundles.seal_device_bundle(master_a.params, dev_id, bundle, now=NOW)
-    opened = bundles.open_device_bundle(dev_key, sealed, verify_key=False)
+    sealed = bundles.seal_device_bundle(master_a.params, dev_id, bundle, signer_b, now=NOW)
+    opened = bundles.open_device_bundle(dev_key, sealed, master_b.params, verify_key=False)
     assert opened.device_key == bundle.device_key and opened.api_port == port
 
 
-def test_other_device_cannot_open(master_a, master_b, dev_id):
-    sealed = bundles.seal_device_bundle(master_a.params, dev_id, _device_bundle(master_b), now=NOW)
+def test_other_device_cannot_open(master_a, master_b, signer_b, dev_id):
+    sealed = bundles.seal_device_bundle(
+        master_a.params, dev_id, _device_bundle(master_b), signer_b, now=NOW
+    )
     other = ibe.extract(master_a, device_identity("cl-alpha", "tablet-08", "2026-11"))
     with pytest.raises(IdentityError):
-        bundles.open_device_bundle(other, sealed)
+        bundles.open_device_bundle(other, sealed, master_b.params)
 
 
-def test_tampered_device_bundle(master_a, master_b, dev_id, dev_key):
+def test_tampered_device_bundle(master_a, master_b, signer_b, dev_id, dev_key):
     sealed = bytearray(
-        bundles.seal_device_bundle(master_a.params, dev_id, _device_bundle(master_b), now=NOW)
+        bundles.seal_device_bundle(
+            master_a.params, dev_id, _device_bundle(master_b), signer_b, now=NOW
+        )
     )
     sealed[-20] ^= 0x04
     with pytest.raises(DecryptionError):
-        bundles.open_device_bundle(dev_key, bytes(sealed))
+        bundles.open_device_bundle(dev_key, bytes(sealed), master_b.params)
     with pytest.raises(FormatError):
-        bundles.open_device_bundle(dev_key, bytes(sealed[:-1]))  # truncated
+        bundles.open_device_bundle(dev_key, bytes(sealed[:-1]), master_b.params)  # truncated
+
+
+def _seal_raw(master_a, recipient, body, u, v):
+    """What an attacker can do: anyone may IBE-encrypt to a device identity."""
+    signed = formats.pack(
+        formats.Kind.SIGNED_DEVICE_BUNDLE, [body, curve.g1_to_bytes(u), curve.g1_to_bytes(v)]
+    )
+    ct = ibe.encrypt(master_a.params, recipient, signed, bundles._AAD_DEVICE, now=NOW)
+    return formats.encode_ciphertext(ct)
+
+
+def test_bundle_from_untrusted_issuer_rejected(master_a, master_b, dev_id, dev_key):
+    """A rogue PKG calling itself cl-bravo issues a valid-looking bundle."""
+    rogue = ibe.setup("cl-bravo", DetRng(b"rogue-b"))
+    sealed = bundles.issue_device_bundle(
+        rogue,
+        device_identity("cl-bravo", "tablet-07", "2026-11"),
+        master_a.params,
+        dev_id,
+        PEM,
+        NET,
+        "10.66.0.1",
+        8443,
+        now=NOW,
+    )
+    assert bundles.open_device_bundle(dev_key, sealed, rogue.params)  # self-consistent ...
+    with pytest.raises(CryptoError, match="does not trust"):
+        bundles.open_device_bundle(dev_key, sealed, master_b.params)  # ... but not trusted
+
+
+def test_bundle_signed_by_a_device_rejected(master_a, master_b, dev_id, dev_key):
+    """Another device of cl-bravo re-packs its own genuine key with a rogue CA."""
+    evil = _device_bundle(master_b, "tablet-66")
+    evil = bundles.DeviceBundle(
+        evil.device_key, evil.params, PEM.replace("fake", "evil"), NET, "10.66.0.1", 8443
+    )
+    body = bundles.encode_device_bundle(evil)
+    u, v = auth.sign(evil.device_key, bundles._signed_message(dev_id, body))
+    with pytest.raises(CryptoError, match="signature"):
+        bundles.open_device_bundle(
+            dev_key, _seal_raw(master_a, dev_id, body, u, v), master_b.params
+        )
+
+
+def test_bundle_for_another_recipient_cannot_be_redirected(
+    master_a, master_b, signer_b, dev_id, dev_key
+):
+    """A genuine bundle signed for tablet-08, re-encrypted to tablet-07."""
+    body = bundles.encode_device_bundle(_device_bundle(master_b, "tablet-08"))
+    other = device_identity("cl-alpha", "tablet-08", "2026-11")
+    u, v = auth.sign(signer_b, bundles._signed_message(other, body))
+    with pytest.raises(CryptoError, match="signature"):
+        bundles.open_device_bundle(
+            dev_key, _seal_raw(master_a, dev_id, body, u, v), master_b.params
+        )
+    # The same bytes signed for the right recipient are accepted, so the
+    # rejection above is the recipient binding and nothing else.
+    u, v = auth.sign(signer_b, bundles._signed_message(dev_id, body))
+    opened = bundles.open_device_bundle(
+        dev_key, _seal_raw(master_a, dev_id, body, u, v), master_b.params
+    )
+    assert opened.device_key.identity.device_id == "tablet-08"
+
+
+def test_seal_refuses_the_wrong_signer(master_a, master_b, dev_id, dev_key):
+    with pytest.raises(IdentityError, match="signed with the key of"):
+        bundles.seal_device_bundle(
+            master_a.params, dev_id, _device_bundle(master_b), dev_key, now=NOW
+        )
 
 
 def test_bundle_validation():
@@ -122,9 +209,8 @@ def test_batch_issue_in_parallel(master_a, master_b, dev_key):
         master_b, master_a.params, pairs, PEM, NET, "10.20.0.1", 8443, now=NOW, workers=2
     )
     assert len(sealed) == 130
-    assert (
-        bundles.open_device_bundle(dev_key, sealed[7]).device_key.identity.device_id == "tablet-07"
-    )
+    opened = bundles.open_device_bundle(dev_key, sealed[7], master_b.params)
+    assert opened.device_key.identity.device_id == "tablet-07"
 
 
 # --- pairing bundles ----------------------------------------------------------

@@ -76,11 +76,49 @@ def test_hash_to_g1_matches_rfc9380_vectors(msg, px, py):
     assert _uncompressed_y(point) == int(py, 16)
 
 
-def test_expand_message_xmd_shape():
-    out = curve.expand_message_xmd(b"abc", b"DST", 96)
-    assert len(out) == 96
-    assert out != curve.expand_message_xmd(b"abc", b"DSU", 96)
-    assert out[:32] != curve.expand_message_xmd(b"abc", b"DST", 32)  # length is bound in
+XMD_DST = b"QUUX-V01-CS02-with-expander-SHA256-128"
+# RFC 9380 appendix K.1, expand_message_xmd(SHA-256): (msg, len, uniform_bytes)
+XMD_VECTORS = [
+    (b"", 0x20, "68a985b87eb6b46952128911f2a4412bbc302a9d759667f87f7a21d803f07235"),
+    (b"abc", 0x20, "d8ccab23b5985ccea865c6c97b6e5b8350e794e603b4b97902f53a8a0d605615"),
+    (
+        b"",
+        0x80,
+        "af84c27ccfd45d41914fdff5df25293e221afc53d8ad2ac06d5e3e29485dadbe"
+        "e0d121587713a3e0dd4d5e69e93eb7cd4f5df4cd103e188cf60cb02edc3edf18"
+        "eda8576c412b18ffb658e3dd6ec849469b979d444cf7b26911a08e63cf31f9dc"
+        "c541708d3491184472c2c29bb749d4286b004ceb5ee6b9a7fa5b646c993f0ced",
+    ),
+    (
+        b"abc",
+        0x80,
+        "abba86a6129e366fc877aab32fc4ffc70120d8996c88aee2fe4b32d6c7b6437a"
+        "647e6c3163d40b76a73cf6a5674ef1d890f95b664ee0afa5359a5c4e07985635"
+        "bbecbac65d747d3d2da7ec2b8221b17b0ca9dc8a1ac1c07ea6a1e60583e2cb00"
+        "058e77b7b72a298425cd1b941ad4ec65e8afc50303a22c0f99b0509b4c895f40",
+    ),
+]
+
+
+@pytest.mark.parametrize(("msg", "length", "expected"), XMD_VECTORS)
+def test_expand_message_xmd_matches_rfc9380_vectors(msg, length, expected):
+    """Our own expand_message_xmd (used by hash_to_scalar) against the RFC."""
+    assert curve.expand_message_xmd(msg, XMD_DST, length).hex() == expected
+
+
+def test_hash_to_scalar_cross_check():
+    """hash_to_field into Z_r (L = 48), against DFINITY's vetKD test values."""
+    dst = b"QUUX-V01-CS02-with-BLS12381SCALAR_XMD:SHA-256_SSWU_RO_"
+    assert curve.scalar_to_bytes(curve.hash_to_scalar(dst, b"abc")).hex() == (
+        "47e7a8839695a3df27f202cf71e295a8554b47cef75c1e316b1865317720e188"
+    )
+
+
+def test_expand_message_xmd_limits():
+    with pytest.raises(ValueError):
+        curve.expand_message_xmd(b"abc", b"x" * 256, 32)
+    with pytest.raises(ValueError):
+        curve.expand_message_xmd(b"abc", b"DST", 255 * 32 + 1)
 
 
 def test_project_dst_differs_from_rfc_dst():
@@ -105,7 +143,7 @@ def _first_x(on_curve: bool, start: int = 1) -> int:
 
 def test_g1_off_curve_point_rejected():
     x = _first_x(on_curve=False)
-    with pytest.raises(FormatError, match="curve"):
+    with pytest.raises(FormatError, match="not on the curve"):
         curve.g1_from_bytes(_compressed_g1(x))
 
 
@@ -139,7 +177,7 @@ def test_g2_point_outside_subgroup_rejected():
     raw[0] |= 0x80
     data = bytes(raw)
     assert not G2Point.from_compressed_bytes_unchecked(data).is_in_subgroup()
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match="subgroup"):
         curve.g2_from_bytes(data)
 
 
@@ -151,7 +189,7 @@ def test_g2_off_curve_rejected():
             break
     raw = bytearray((1).to_bytes(48, "big") + c0.to_bytes(48, "big"))
     raw[0] |= 0x80
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match="not on the curve"):
         curve.g2_from_bytes(bytes(raw))
 
 
@@ -170,6 +208,23 @@ def test_g1_bad_encodings_rejected(mutate):
     data = curve.g1_to_bytes(curve.g1_generator())
     with pytest.raises(FormatError):
         curve.g1_from_bytes(mutate(data))
+
+
+def test_bytes_the_library_accepts_are_still_refused():
+    """arkworks decodes 'infinity flag + garbage' as the identity; we do not."""
+    from py_arkworks_bls12381 import G1Point
+
+    data = bytes([0xC0]) + b"\x01" * 47
+    assert G1Point.from_compressed_bytes(data) == G1Point.identity()
+    with pytest.raises(FormatError, match="canonical"):
+        curve.g1_from_bytes(data, allow_identity=True)
+
+
+def test_pairing_check_checks_its_input():
+    with pytest.raises(ValueError):
+        curve.pairing_check([curve.g1_generator()], [])
+    with pytest.raises(TypeError):
+        curve.pairing_check([curve.g2_generator()], [curve.g1_generator()])
 
 
 def test_identity_accepted_only_when_asked():

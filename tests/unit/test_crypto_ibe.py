@@ -105,6 +105,16 @@ def test_wrong_identity_key_rejected(master_a, ct):
         ibe.decrypt(other, ct, b"ctx")
 
 
+def test_key_for_another_period_rejected(master_a, ct):
+    """Same device, next month's key: a different identity, so it cannot open this."""
+    next_month = ibe.extract(master_a, device_identity("cl-alpha", "tablet-07", "2026-12"))
+    with pytest.raises(IdentityError, match="2026-11"):
+        ibe.decrypt(next_month, ct, b"ctx")
+    # Relabelling does not help either: the FO check binds the identity.
+    with pytest.raises(DecryptionError):
+        ibe.decrypt(next_month, dataclasses.replace(ct, identity=next_month.identity), b"ctx")
+
+
 def test_relabelled_ciphertext_rejected(master_a, ct):
     """Changing the identity on the ciphertext to match another key does not help."""
     other_id = device_identity("cl-alpha", "tablet-08", "2026-11")

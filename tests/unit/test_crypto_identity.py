@@ -49,6 +49,8 @@ def test_normalisation_nfc_and_case():
         "cloudlet-id-v1/cl-alpha/tablet-07/2026-02-30",
         "cloudlet-id-v1/cl-alpha/tablet-07/2026-11/x",
         "cloudlet-id-v1/cl-alpha//2026-11",
+        "cloudlet-id-v1/cl-alpha/--/2026-11",
+        "cloudlet-id-v1/cl-alpha/tablet-07/2026-11 ",
     ],
 )
 def test_parse_is_strict(text):
@@ -88,3 +90,15 @@ def test_check_current():
         check_current(ident, datetime(2026, 10, 31, 23, 50, tzinfo=UTC))
     with pytest.raises(ValueError):
         check_current(ident, datetime(2026, 11, 2))  # naive time
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["\u0662\u0660\u0662\u0666-\u0661\u0661", "\uff12\uff10\uff12\uff16-\uff11\uff11", "1999-12"],
+)
+def test_period_digits_are_ascii_only(label):
+    """\\d would accept Arabic-Indic or full-width digits: a second spelling of a period."""
+    with pytest.raises(IdentityError):
+        Period(label)
+    with pytest.raises(IdentityError):
+        device_identity("cl-alpha", "tablet-07", label)

@@ -90,10 +90,11 @@ def _replace_field(data: bytes, index: int, new: bytes) -> bytes:
     return b"".join(out)
 
 
-def test_off_curve_point_in_params_rejected(master_a):
+def test_damaged_point_in_params_rejected(master_a):
+    """One flipped bit in P_enc: off the curve or outside the subgroup (curve tests pin each)."""
     bad = bytearray(curve.g2_to_bytes(master_a.params.p_enc))
     bad[-1] ^= 0x01
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match="curve|subgroup"):
         formats.decode_params(_replace_field(formats.encode_params(master_a.params), 1, bytes(bad)))
 
 
@@ -101,6 +102,7 @@ def test_out_of_subgroup_point_in_device_key_rejected(dev_key):
     x = 4  # x^3 + 4 is a square: on the curve, but not in the r-torsion
     raw = bytearray(x.to_bytes(48, "big"))
     raw[0] |= 0x80
+    assert curve.G1.from_compressed_bytes_unchecked(bytes(raw))  # really on the curve
     data = _replace_field(formats.encode_device_key(dev_key), 2, bytes(raw))
     with pytest.raises(FormatError, match="subgroup"):
         formats.decode_device_key(data)

@@ -125,13 +125,37 @@ def test_attempt_limit_kills_the_code():
 
 
 def test_attacker_who_hangs_up_still_pays():
+    """Never sending a confirmation must not make guesses free."""
     counter = AttemptCounter(limit=3)
-    a = Pairing("cl-alpha", "cl-bravo", CODE, counter)
-    guess = Pairing("cl-bravo", "cl-alpha", OTHER, AttemptCounter())
-    ea = a.start()
-    a.receive(guess.start())  # our MAC goes out: one guess can now be tested offline
-    assert counter.used == 1  # ... and it was charged before it left
-    del ea
+    for i in range(3):
+        a = Pairing("cl-alpha", "cl-bravo", CODE, counter)
+        guess = Pairing("cl-bravo", "cl-alpha", OTHER, AttemptCounter(), rng=DetRng(b"g%d" % i))
+        a.start()
+        reply = a.receive(guess.start())  # our MAC goes out: one guess testable offline ...
+        assert pake.decode_message(reply)[0] == MSG_CONFIRM
+        assert counter.used == i + 1  # ... so it was charged before it left
+        # ... and the attacker hangs up here, never sending its confirmation.
+    with pytest.raises(CodeExhausted):
+        Pairing("cl-alpha", "cl-bravo", CODE, counter)
+
+
+def test_counter_is_checked_again_when_charged():
+    """Two attempts started in parallel on the last try: only one may test a guess."""
+    counter = AttemptCounter(limit=1)
+    first = Pairing("cl-alpha", "cl-bravo", CODE, counter)
+    second = Pairing("cl-alpha", "cl-bravo", CODE, counter)
+    first.start(), second.start()
+    first.receive(Pairing("cl-bravo", "cl-alpha", OTHER, AttemptCounter()).start())
+    with pytest.raises(CodeExhausted):
+        second.receive(Pairing("cl-bravo", "cl-alpha", OTHER, AttemptCounter()).start())
+    assert second.state is State.FAILED
+
+
+def test_damaged_saved_counter_is_refused():
+    with pytest.raises(CodeExhausted, match="damaged"):
+        AttemptCounter.from_dict({"limit": 3, "used": -1, "consumed": False})
+    with pytest.raises(CodeExhausted, match="damaged"):
+        AttemptCounter.from_dict({"limit": 3})
 
 
 def test_success_uses_the_code_up():
@@ -163,11 +187,23 @@ def test_out_of_order_messages_fail_cleanly():
     assert d.state is State.FAILED
 
 
-def test_message_after_success_fails():
+def test_message_after_success_is_refused_but_does_not_undo_it():
     a, b = _pair(seed=b"after")
     _exchange(a, b)
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError, match="after the pairing was complete"):
         a.receive(pake.encode_message(MSG_CONFIRM, bytes(32)))
+    with pytest.raises(ProtocolError):
+        a.receive(b"junk")
+    assert a.state is State.PAIRED and a.result.session_key == b.result.session_key
+
+
+def test_transitions_are_listed_in_one_table():
+    """Every handler is reached only through the table, and only forwards."""
+    order = [State.START, State.WAIT_ELEMENT, State.WAIT_CONFIRM, State.PAIRED]
+    for (state, _event), (handler, target) in Pairing.TRANSITIONS.items():
+        assert callable(getattr(Pairing, handler))
+        assert order.index(target) == order.index(state) + 1
+    assert not any(s in (State.PAIRED, State.FAILED) for s, _ in Pairing.TRANSITIONS)
 
 
 @pytest.mark.parametrize(
