@@ -83,8 +83,8 @@ plan:
   returned: always
   type: dict
 host_keys:
-  description: Each machine's SSH host key (type and base64), for known_hosts.
-  returned: when state is present and not in check mode
+  description: Each existing machine's SSH host key (type and base64), for known_hosts.
+  returned: when state is present
   type: dict
   sample: {"cloudlet-a": "ssh-ed25519 AAAAC3Nza..."}
 pids:
@@ -151,6 +151,7 @@ def main():
             todo = lab.pending(plan, state_dir, p["image_key"])
             actions = [f"remove {n}" for n in todo["remove"]]
             actions += [f"start {n}" for n in todo["start"]]
+            result["host_keys"] = lab.host_keys(plan, state_dir)
             module.exit_json(changed=bool(actions), actions=actions, **result)
         result.update(lab.up(plan, state_dir, p["image"], p["image_key"]))
     except CloudletError as exc:

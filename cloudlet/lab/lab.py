@@ -125,10 +125,12 @@ def up(plan: Plan, state_dir: str, image: str, image_key: str) -> dict:
 
 
 def host_keys(plan: Plan, state_dir: str) -> dict[str, str]:
+    """Each existing machine's SSH host key, for known_hosts."""
     keys = {}
     for machine in plan.machines:
         pub = MachineDir(state_dir, machine.name).root / "etc/ssh/ssh_host_ed25519_key.pub"
-        keys[machine.name] = " ".join(pub.read_text().split()[:2])
+        if pub.exists():
+            keys[machine.name] = " ".join(pub.read_text().split()[:2])
     return keys
 
 

@@ -107,16 +107,7 @@ class MachineDir:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        argv = _cmdline(pid)
-        if argv and argv[0].endswith("systemd-nspawn") and str(self.root) in argv:
-            return pid
-        return None
-
-    def leader(self) -> int | None:
-        """The container's PID 1 (systemd), as seen from the host."""
-        pid = self.pid()
-        children = _children(pid) if pid else []
-        return children[0] if children else None
+        return pid if _nspawn_root(_cmdline(pid)) == str(self.root) else None
 
     def image_key(self) -> str | None:
         try:
@@ -143,11 +134,8 @@ class MachineDir:
         )
 
     # -- actions ---------------------------------------------------------
-    def prepare(self, image: str, image_key: str, files: dict[str, tuple[str, int]]) -> str:
-        """Make a fresh overlay and write the machine's own files into it.
-
-        Returns the machine's SSH host public key (ed25519).
-        """
+    def prepare(self, image: str, image_key: str, files: dict[str, tuple[str, int]]) -> None:
+        """Make a fresh overlay and write the machine's own files into it."""
         self.destroy()
         for sub in ("upper", "work", "root"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
@@ -169,8 +157,7 @@ class MachineDir:
             path.write_text(content)
             os.chmod(path, mode)
         (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
-        run(["ssh-keygen", "-A", "-f", str(self.root)])
-        return (self.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().strip()
+        run(["ssh-keygen", "-A", "-f", str(self.root)])  # its own host keys
 
     def start(self, machine: Machine, devices: tuple[str, ...] = ()) -> int:
         # nspawn runs *inside* the machine's namespace (nsenter execs it), rather

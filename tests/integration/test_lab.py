@@ -124,6 +124,11 @@ def test_second_bring_up_changes_nothing(lab):
     assert recap(proc.stdout)["localhost"]["changed"] == 0
 
 
+def test_check_mode_on_a_healthy_lab_reports_nothing_to_do(lab):
+    proc = lab.playbook("--check")
+    assert recap(proc.stdout)["localhost"]["changed"] == 0
+
+
 def test_bring_up_clears_leftovers_of_an_earlier_run(lab):
     stale_bridge, stale_ns = f"{lab.name}-f9", f"{lab.name}-ghost"
     subprocess.run(["ip", "link", "add", stale_bridge, "type", "bridge"], check=True)
