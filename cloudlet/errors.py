@@ -9,20 +9,33 @@ to handle them all.
 from __future__ import annotations
 
 __all__ = [
+    "AuditError",
     "AuthenticationError",
+    "CertificateError",
     "CloudletError",
     "CodeExhausted",
     "CodeFormatError",
     "CodeMismatch",
+    "ConfigError",
+    "ConflictError",
     "CryptoError",
     "DecryptionError",
+    "DeviceForbidden",
     "ExpiredIdentityError",
     "FormatError",
     "IdentityError",
+    "LabError",
+    "ManagerError",
+    "NotFoundError",
     "PairingError",
+    "PayloadTooLarge",
+    "PeerAuthError",
     "ProtocolError",
     "ReplayError",
+    "RequestError",
     "StorageError",
+    "SvmImageError",
+    "UnsupportedMediaType",
 ]
 
 

@@ -1,0 +1,311 @@
+"""Admin API (/admin/...): local only, on a unix socket (mode 0600, root).
+
+This is what the Ansible modules call (``ansible.builtin.uri`` speaks HTTP
+over a unix socket with ``unix_socket:``). File permissions are the
+authentication: the socket is never bound to a network address, so there is
+no token to leak into a log. Writes are idempotent PUT/DELETE and answer
+``changed`` so modules can report it truthfully.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from cloudlet import formats, pki
+from cloudlet.crypto.identity import Period
+from cloudlet.errors import CloudletError, NotFoundError, RequestError
+from cloudlet.manager import schema
+from cloudlet.manager.peer import SVM_SCHEMA, svm_record
+from cloudlet.manager.store import CloudletRecord
+from cloudlet.manager.web import Route, b64, json_body, reply, state, unb64
+
+__all__ = ["ROUTES"]
+
+DEVICE_SCHEMA = {
+    "type": "object",
+    "required": ["valid_from"],
+    "additionalProperties": False,
+    "properties": {
+        "valid_from": schema.PERIOD,
+        "valid_until": schema.PERIOD,
+        "revoked": {"type": "boolean"},
+        "services": {"type": "array", "items": schema.ID, "maxItems": 64, "uniqueItems": True},
+    },
+}
+
+CLOUDLET_SCHEMA = {
+    "type": "object",
+    "required": ["ca_pem", "params", "api_host", "api_port"],
+    "additionalProperties": False,
+    "properties": {
+        "ca_pem": {"type": "string", "maxLength": 8192},
+        "params": schema.BASE64,
+        "api_host": schema.HOST,
+        "api_port": schema.PORT,
+    },
+}
+
+MESSAGE_SCHEMA = {
+    "type": "object",
+    "required": ["device_id", "kind", "issuer", "body"],
+    "additionalProperties": False,
+    "properties": {
+        "device_id": schema.ID,
+        "kind": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$", "maxLength": 32},
+        "issuer": schema.ID,
+        "body": schema.BASE64,
+    },
+}
+
+
+def _period(label: str) -> Period:
+    try:
+        return Period(label)
+    except CloudletError as exc:
+        raise RequestError(exc.message, exc.hint) from None
+
+
+def _match_id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    schema.validate(schema.ID, value)
+    return value
+
+
+# --- devices ---------------------------------------------------------------
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    service = request.query.get("service_id")
+    devices = state(request).store.devices(service)
+    return reply({"devices": [d.public() for d in devices]})
+
+
+async def get_device(request: web.Request) -> web.Response:
+    device_id = _match_id(request, "device_id")
+    rec = state(request).store.get_device(device_id)
+    if rec is None:
+        raise NotFoundError(f"Device {device_id!r} is not paired with this cloudlet.")
+    return reply(rec.public())
+
+
+async def put_device(request: web.Request) -> web.Response:
+    device_id = _match_id(request, "device_id")
+    data = await json_body(request, DEVICE_SCHEMA)
+    start = _period(data["valid_from"])
+    end = _period(data.get("valid_until", data["valid_from"]))
+    if end.not_after <= start.not_before:
+        raise RequestError("valid_until is before valid_from.")
+    store = state(request).store
+    changed = store.put_device(
+        device_id,
+        int(start.not_before.timestamp()),
+        int(end.not_after.timestamp()),
+        data.get("revoked", False),
+        tuple(data.get("services", ())),
+    )
+    return reply({"changed": changed, "device": store.get_device(device_id).public()})
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    device_id = _match_id(request, "device_id")
+    return reply({"changed": state(request).store.remove_device(device_id)})
+
+
+async def eap_users(request: web.Request) -> web.Response:
+    """For the network role: the 802.1X credential of every paired device."""
+    devices = state(request).store.devices()
+    return reply(
+        {
+            "users": [
+                {"identity": d.device_id, "password": d.eap_password, "revoked": d.revoked}
+                for d in devices
+            ]
+        }
+    )
+
+
+# --- paired cloudlets --------------------------------------------------------
+
+
+def _cloudlet_record(cloudlet_id: str, data: dict, own_fingerprint: str) -> CloudletRecord:
+    try:
+        ca = pki.load_certificate(data["ca_pem"])
+        params = formats.decode_params(unb64(data["params"], "params"))
+    except CloudletError as exc:
+        raise RequestError(exc.message) from None
+    try:
+        is_ca = ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise RequestError("ca_pem is not a CA certificate.")
+    if params.cloudlet_id != cloudlet_id:
+        raise RequestError(f"The IBE params belong to {params.cloudlet_id!r}, not {cloudlet_id!r}.")
+    fingerprint = pki.fingerprint(ca)
+    if fingerprint == own_fingerprint:
+        raise RequestError("That is this cloudlet's own CA; a cloudlet cannot pair with itself.")
+    pem = ca.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    return CloudletRecord(
+        cloudlet_id,
+        pem,
+        fingerprint,
+        formats.encode_params(params),
+        data["api_host"],
+        data["api_port"],
+    )
+
+
+def _cloudlet_view(rec: CloudletRecord) -> dict:
+    return {
+        "cloudlet_id": rec.cloudlet_id,
+        "ca_fingerprint": rec.ca_fingerprint,
+        "params": b64(rec.params),
+        "api_host": rec.api_host,
+        "api_port": rec.api_port,
+    }
+
+
+async def list_cloudlets(request: web.Request) -> web.Response:
+    return reply({"cloudlets": [_cloudlet_view(c) for c in state(request).store.cloudlets()]})
+
+
+async def put_cloudlet(request: web.Request) -> web.Response:
+    cloudlet_id = _match_id(request, "cloudlet_id")
+    st = state(request)
+    data = await json_body(request, CLOUDLET_SCHEMA)
+    rec = _cloudlet_record(cloudlet_id, data, st.ca_fingerprint)
+    changed = st.store.put_cloudlet(rec)
+    if changed:
+        st.peers_changed()
+    return reply({"changed": changed, "cloudlet": _cloudlet_view(rec)})
+
+
+async def delete_cloudlet(request: web.Request) -> web.Response:
+    cloudlet_id = _match_id(request, "cloudlet_id")
+    st = state(request)
+    changed = st.store.remove_cloudlet(cloudlet_id)
+    if changed:
+        st.peers_changed()
+    return reply({"changed": changed})
+
+
+# --- service VMs and messages -----------------------------------------------
+
+
+async def list_svms(request: web.Request) -> web.Response:
+    return reply({"svms": [s.public() for s in state(request).store.svms()]})
+
+
+async def put_svm(request: web.Request) -> web.Response:
+    service_id = _match_id(request, "service_id")
+    data = await json_body(request, SVM_SCHEMA)
+    if data["service_id"] != service_id:
+        raise RequestError("The body's service_id differs from the one in the path.")
+    rec = svm_record(data, "local")
+    return reply({"changed": state(request).store.put_svm(rec), "svm": rec.public()})
+
+
+async def delete_svm(request: web.Request) -> web.Response:
+    service_id = _match_id(request, "service_id")
+    return reply({"changed": state(request).store.remove_svm(service_id)})
+
+
+async def put_message(request: web.Request) -> web.Response:
+    data = await json_body(request, MESSAGE_SCHEMA)
+    body = unb64(data["body"], "message body")
+    message_id = state(request).store.put_message(
+        data["device_id"], data["kind"], data["issuer"], body
+    )
+    return reply({"changed": True, "message_id": message_id}, status=201)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    device = request.query.get("device_id")
+    msgs = state(request).store.all_messages(device)
+    return reply(
+        {
+            "messages": [
+                {
+                    "message_id": m.message_id,
+                    "device_id": m.device_id,
+                    "kind": m.kind,
+                    "issuer": m.issuer,
+                    "created_at": m.created_at,
+                    "acked_at": m.acked_at,
+                }
+                for m in msgs
+            ]
+        }
+    )
+
+
+async def admin_info(request: web.Request) -> web.Response:
+    st = state(request)
+    return reply(
+        {
+            "cloudlet_id": st.master.cloudlet_id,
+            "ca_fingerprint": st.ca_fingerprint,
+            "params": b64(formats.encode_params(st.master.params)),
+            "schema_version": st.store.schema_version(),
+            "api_port": st.api_port,
+        }
+    )
+
+
+def _r(method: str, path: str, handler, summary: str, **kw) -> Route:
+    return Route(method, path, handler, summary, "admin-socket", tag="admin", **kw)
+
+
+ROUTES = [
+    _r("GET", "/admin/info", admin_info, "This cloudlet's id, CA fingerprint and IBE params."),
+    _r("GET", "/admin/devices", list_devices, "Paired devices.", query=("service_id",)),
+    _r("GET", "/admin/devices/{device_id}", get_device, "One paired device."),
+    _r(
+        "PUT",
+        "/admin/devices/{device_id}",
+        put_device,
+        "Pair, update or revoke a device (idempotent).",
+        body=DEVICE_SCHEMA,
+    ),
+    _r("DELETE", "/admin/devices/{device_id}", delete_device, "Forget a device and its messages."),
+    _r("GET", "/admin/eap-users", eap_users, "802.1X credentials for the network role."),
+    _r("GET", "/admin/cloudlets", list_cloudlets, "Paired cloudlets."),
+    _r(
+        "PUT",
+        "/admin/cloudlets/{cloudlet_id}",
+        put_cloudlet,
+        "Pair or update a cloudlet: its CA, IBE params and API endpoint.",
+        body=CLOUDLET_SCHEMA,
+    ),
+    _r(
+        "DELETE",
+        "/admin/cloudlets/{cloudlet_id}",
+        delete_cloudlet,
+        "Unpair a cloudlet; its CA is no longer trusted for new connections.",
+    ),
+    _r("GET", "/admin/svms", list_svms, "The service VM repository."),
+    _r(
+        "PUT",
+        "/admin/svms/{service_id}",
+        put_svm,
+        "Import service VM metadata (idempotent).",
+        body=SVM_SCHEMA,
+    ),
+    _r("DELETE", "/admin/svms/{service_id}", delete_svm, "Remove service VM metadata."),
+    _r(
+        "POST",
+        "/admin/messages",
+        put_message,
+        "Queue a message (ciphertext) for a device.",
+        body=MESSAGE_SCHEMA,
+    ),
+    _r(
+        "GET",
+        "/admin/messages",
+        list_messages,
+        "Messages and their acknowledgement state (bodies omitted).",
+        query=("device_id",),
+    ),
+]

@@ -1,0 +1,157 @@
+"""The Manager's configuration file (TOML or JSON), checked before anything starts.
+
+The cloudlet_manager role renders it. Every key is checked here with a
+message naming the key, so a typo fails at start-up with a clear error
+instead of at the first migration. Example (TOML)::
+
+    cloudlet_id = "cl-alpha"
+    zone = "alpha.cloudlet"
+    fqdn = "manager.alpha.cloudlet"
+    listen_host = "0.0.0.0"
+    listen_port = 8443
+    db = "/var/lib/cloudlet/manager.db"
+    admin_socket = "/run/cloudlet-manager/admin.sock"
+
+    [tls]
+    ca_cert = "/etc/cloudlet/pki/ca.pem"
+    server_cert = "/etc/cloudlet/pki/manager.pem"
+    server_key = "/etc/cloudlet/pki/private/manager.key"
+
+    [ibe]
+    master_key = "/etc/cloudlet/ibe_master.key"
+
+    [network]
+    ssid = "cloudlet-alpha"
+    eap_method = "pwd"
+
+    [discovery]
+    enabled = true
+    interfaces = ["10.20.0.1"]
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloudlet.crypto.identity import normalise_id
+from cloudlet.errors import CloudletError, ConfigError
+
+__all__ = ["DEFAULT_MAX_BODY", "Config", "load_config"]
+
+DEFAULT_MAX_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    cloudlet_id: str
+    zone: str
+    fqdn: str
+    db: Path
+    admin_socket: Path
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    master_key: Path
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8443
+    api_host: str = ""  # what devices are told to dial; defaults to fqdn
+    ssid: str = "cloudlet"
+    eap_method: str = "pwd"
+    discovery: bool = True
+    discovery_interfaces: tuple[str, ...] = field(default_factory=tuple)
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    max_devices_per_request: int = 1000
+    credential_workers: int = 1
+
+
+def _get(data: dict, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
+    if key not in data:
+        if required:
+            raise ConfigError(f"The configuration has no {key!r}.")
+        return default
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"The configuration key {key!r} must be a {kind.__name__}.")
+    return value
+
+
+def _section(data: dict, name: str) -> dict:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"The configuration key {name!r} must be a table.")
+    return value
+
+
+_TOP = {
+    "cloudlet_id", "zone", "fqdn", "listen_host", "listen_port", "api_host", "db",
+    "admin_socket", "tls", "ibe", "network", "discovery", "limits",
+}  # fmt: skip
+
+
+def parse_config(data: dict, base: Path) -> Config:
+    """Build a Config from parsed TOML/JSON; relative paths are relative to ``base``."""
+    unknown = set(data) - _TOP
+    if unknown:
+        raise ConfigError(f"Unknown configuration key(s): {', '.join(sorted(unknown))}.")
+    tls, ibe, net = _section(data, "tls"), _section(data, "ibe"), _section(data, "network")
+    disc, limits = _section(data, "discovery"), _section(data, "limits")
+
+    def path(section: dict, key: str) -> Path:
+        p = Path(_get(section, key, str, required=True))
+        return p if p.is_absolute() else base / p
+
+    try:
+        cloudlet_id = normalise_id(_get(data, "cloudlet_id", str, required=True), "cloudlet id")
+    except ConfigError:
+        raise
+    except CloudletError as exc:
+        raise ConfigError(f"cloudlet_id: {exc.message}") from None
+    fqdn = _get(data, "fqdn", str, required=True)
+    port = _get(data, "listen_port", int, 8443)
+    if not 0 <= port < 65536:
+        raise ConfigError("listen_port must be in 0..65535 (0 picks a free port).")
+    interfaces = _get(disc, "interfaces", list, [])
+    if not all(isinstance(i, str) for i in interfaces):
+        raise ConfigError("discovery.interfaces must be a list of addresses.")
+    return Config(
+        cloudlet_id=cloudlet_id,
+        zone=_get(data, "zone", str, required=True),
+        fqdn=fqdn,
+        db=path(data, "db"),
+        admin_socket=path(data, "admin_socket"),
+        ca_cert=path(tls, "ca_cert"),
+        server_cert=path(tls, "server_cert"),
+        server_key=path(tls, "server_key"),
+        master_key=path(ibe, "master_key"),
+        listen_host=_get(data, "listen_host", str, "0.0.0.0"),
+        listen_port=port,
+        api_host=_get(data, "api_host", str, fqdn),
+        ssid=_get(net, "ssid", str, "cloudlet"),
+        eap_method=_get(net, "eap_method", str, "pwd"),
+        discovery=_get(disc, "enabled", bool, True),
+        discovery_interfaces=tuple(interfaces),
+        max_body_bytes=_get(limits, "max_body_bytes", int, DEFAULT_MAX_BODY),
+        max_devices_per_request=_get(limits, "max_devices_per_request", int, 1000),
+        credential_workers=_get(limits, "credential_workers", int, 1),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read ``path`` (``.json`` is JSON, anything else TOML)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the configuration {path}: {exc.strerror}.") from exc
+    try:
+        is_json = path.suffix == ".json"
+        data = json.loads(raw) if is_json else tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"The configuration {path} cannot be parsed: {exc}.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"The configuration {path} must be a table/object at the top.")
+    return parse_config(data, path.parent)

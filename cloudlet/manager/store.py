@@ -1,0 +1,536 @@
+"""The Manager's state: SQLite repositories for SVMs, devices, peers and messages.
+
+All state lives in one SQLite file (WAL, foreign keys, a schema version), so
+a restart or a power cut in a vehicle loses nothing that was acknowledged:
+every change is one transaction, committed before the API answers. The
+file holds per-device EAP passwords, so it is created 0600.
+
+Messages are kept until the device acknowledges them (KD-Cloudlet deleted
+them on read, so a dropped reply lost the credentials for good).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudlet.crypto.auth import ReplayCache
+from cloudlet.errors import (
+    ConflictError,
+    NotFoundError,
+    ReplayError,
+    StorageError,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CloudletRecord",
+    "DeviceRecord",
+    "MessageRecord",
+    "PersistentReplayCache",
+    "Store",
+    "SvmRecord",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE cloudlets (
+    cloudlet_id    TEXT PRIMARY KEY,
+    ca_pem         TEXT NOT NULL,
+    ca_fingerprint TEXT NOT NULL UNIQUE,
+    params         BLOB NOT NULL,
+    api_host       TEXT NOT NULL,
+    api_port       INTEGER NOT NULL CHECK (api_port BETWEEN 1 AND 65535),
+    updated_at     INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    device_id    TEXT PRIMARY KEY,
+    not_before   INTEGER NOT NULL,
+    not_after    INTEGER NOT NULL CHECK (not_after > not_before),
+    revoked      INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
+    eap_password TEXT NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE TABLE device_services (
+    device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+    service_id TEXT NOT NULL,
+    PRIMARY KEY (device_id, service_id)
+);
+CREATE TABLE svms (
+    service_id TEXT PRIMARY KEY,
+    fqdn       TEXT NOT NULL,
+    memory_mib INTEGER NOT NULL CHECK (memory_mib > 0),
+    ports      TEXT NOT NULL,
+    origin     TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE svm_images (
+    service_id TEXT NOT NULL REFERENCES svms (service_id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    sha256     TEXT NOT NULL CHECK (length(sha256) = 64),
+    PRIMARY KEY (service_id, name)
+);
+CREATE TABLE messages (
+    message_id TEXT PRIMARY KEY,
+    device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,
+    issuer     TEXT NOT NULL,
+    body       BLOB,
+    created_at INTEGER NOT NULL,
+    acked_at   INTEGER
+);
+CREATE INDEX messages_pending ON messages (device_id, acked_at);
+CREATE TABLE seen_proofs (
+    identity   TEXT NOT NULL,
+    nonce      BLOB NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (identity, nonce)
+);
+CREATE INDEX seen_proofs_expiry ON seen_proofs (expires_at);
+"""
+
+
+@dataclass(frozen=True)
+class CloudletRecord:
+    cloudlet_id: str
+    ca_pem: str
+    ca_fingerprint: str
+    params: bytes
+    api_host: str
+    api_port: int
+
+
+@dataclass(frozen=True, repr=False)
+class DeviceRecord:
+    device_id: str
+    not_before: int
+    not_after: int
+    revoked: bool
+    eap_password: str
+    services: tuple[str, ...]
+
+    def __repr__(self) -> str:
+        return f"DeviceRecord({self.device_id!r}, revoked={self.revoked}, <password>)"
+
+    def public(self) -> dict:
+        """What the admin API shows: everything but the EAP password."""
+        return {
+            "device_id": self.device_id,
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "revoked": self.revoked,
+            "services": list(self.services),
+        }
+
+
+@dataclass(frozen=True)
+class SvmRecord:
+    service_id: str
+    fqdn: str
+    memory_mib: int
+    ports: tuple[int, ...]
+    images: tuple[tuple[str, str], ...]  # (name, sha256), sorted by name
+    origin: str
+
+    def public(self) -> dict:
+        return {
+            "service_id": self.service_id,
+            "fqdn": self.fqdn,
+            "memory_mib": self.memory_mib,
+            "ports": list(self.ports),
+            "images": [{"name": n, "sha256": h} for n, h in self.images],
+            "origin": self.origin,
+        }
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    message_id: str
+    device_id: str
+    kind: str
+    issuer: str
+    body: bytes | None
+    created_at: int
+    acked_at: int | None
+
+
+class Store:
+    """One SQLite connection; each public method is one transaction.
+
+    The Manager calls it from the event loop thread only, so one connection
+    without extra locking is enough and keeps every write serialised.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            if not self.path.exists():
+                # Create it 0600 before SQLite writes a byte (it holds EAP passwords).
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"Cannot open the Manager database {self.path}: {exc}.") from exc
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: no half writes."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            exists = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+            ).fetchone()
+            if not exists:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                return
+            (version,) = db.execute("SELECT version FROM schema_version").fetchone()
+            if version != SCHEMA_VERSION:
+                raise StorageError(
+                    f"The Manager database {self.path} has schema version {version}; "
+                    f"this release uses {SCHEMA_VERSION}.",
+                    "Install the cloudlet release that wrote it, or restore a matching backup.",
+                )
+
+    def schema_version(self) -> int:
+        return self._db.execute("SELECT version FROM schema_version").fetchone()[0]
+
+    # --- paired cloudlets ---------------------------------------------------
+
+    def put_cloudlet(self, rec: CloudletRecord) -> bool:
+        """Insert or replace a paired cloudlet; True if anything changed."""
+        with self._tx() as db:
+            old = self._cloudlet(db, rec.cloudlet_id)
+            if old == rec:
+                return False
+            clash = db.execute(
+                "SELECT cloudlet_id FROM cloudlets WHERE ca_fingerprint = ? AND cloudlet_id != ?",
+                (rec.ca_fingerprint, rec.cloudlet_id),
+            ).fetchone()
+            if clash:
+                raise ConflictError(
+                    f"Cloudlet {clash[0]!r} is already paired with this CA certificate.",
+                    "Each cloudlet has its own CA; remove the stale pairing first.",
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO cloudlets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.cloudlet_id,
+                    rec.ca_pem,
+                    rec.ca_fingerprint,
+                    rec.params,
+                    rec.api_host,
+                    rec.api_port,
+                    int(time.time()),
+                ),
+            )
+            return True
+
+    def remove_cloudlet(self, cloudlet_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM cloudlets WHERE cloudlet_id = ?", (cloudlet_id,))
+            return cur.rowcount > 0
+
+    @staticmethod
+    def _cloudlet(db: sqlite3.Connection, cloudlet_id: str) -> CloudletRecord | None:
+        row = db.execute(
+            "SELECT cloudlet_id, ca_pem, ca_fingerprint, params, api_host, api_port "
+            "FROM cloudlets WHERE cloudlet_id = ?",
+            (cloudlet_id,),
+        ).fetchone()
+        return CloudletRecord(*row) if row else None
+
+    def get_cloudlet(self, cloudlet_id: str) -> CloudletRecord | None:
+        return self._cloudlet(self._db, cloudlet_id)
+
+    def cloudlets(self) -> list[CloudletRecord]:
+        rows = self._db.execute(
+            "SELECT cloudlet_id, ca_pem, ca_fingerprint, params, api_host, api_port "
+            "FROM cloudlets ORDER BY cloudlet_id"
+        ).fetchall()
+        return [CloudletRecord(*r) for r in rows]
+
+    # --- paired devices -----------------------------------------------------
+
+    def put_device(
+        self,
+        device_id: str,
+        not_before: int,
+        not_after: int,
+        revoked: bool = False,
+        services: tuple[str, ...] = (),
+        eap_password: str | None = None,
+    ) -> bool:
+        """Insert or update a device; keeps its EAP password unless one is given."""
+        with self._tx() as db:
+            return self._put_device(
+                db, device_id, not_before, not_after, revoked, services, eap_password
+            )
+
+    def _put_device(
+        self,
+        db: sqlite3.Connection,
+        device_id: str,
+        not_before: int,
+        not_after: int,
+        revoked: bool,
+        services: tuple[str, ...],
+        eap_password: str | None,
+    ) -> bool:
+        old = self._device(db, device_id)
+        password = eap_password or (old.eap_password if old else secrets.token_urlsafe(24))
+        new = DeviceRecord(
+            device_id, not_before, not_after, revoked, password, tuple(sorted(set(services)))
+        )
+        if old == new:
+            return False
+        db.execute(
+            "INSERT INTO devices (device_id, not_before, not_after, revoked, eap_password, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+            "not_before = excluded.not_before, not_after = excluded.not_after, "
+            "revoked = excluded.revoked, eap_password = excluded.eap_password, "
+            "updated_at = excluded.updated_at",
+            (device_id, not_before, not_after, int(revoked), password, int(time.time())),
+        )
+        db.execute("DELETE FROM device_services WHERE device_id = ?", (device_id,))
+        db.executemany(
+            "INSERT INTO device_services (device_id, service_id) VALUES (?, ?)",
+            [(device_id, s) for s in new.services],
+        )
+        return True
+
+    def adopt_devices(
+        self, devices: list[tuple[str, int, int, str]], service_id: str | None
+    ) -> None:
+        """Pair migrating devices (id, not_before, not_after, EAP password) at once.
+
+        The passwords are those sealed into the bundles just issued. A device
+        this cloudlet has revoked stays revoked: the whole request is refused,
+        so a peer cannot bring a revoked device back in.
+        """
+        with self._tx() as db:
+            revoked = [d[0] for d in devices if (r := self._device(db, d[0])) and r.revoked]
+            if revoked:
+                raise ConflictError(
+                    f"Device(s) {', '.join(sorted(revoked))} are revoked on this cloudlet.",
+                    "Nothing was issued. Leave them out, or pair them again here first.",
+                )
+            for device_id, not_before, not_after, password in devices:
+                old = self._device(db, device_id)
+                services = set(old.services) if old else set()
+                if service_id:
+                    services.add(service_id)
+                lo = min(not_before, old.not_before) if old else not_before
+                hi = max(not_after, old.not_after) if old else not_after
+                self._put_device(db, device_id, lo, hi, False, tuple(services), password)
+
+    def remove_device(self, device_id: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))
+            return cur.rowcount > 0
+
+    @staticmethod
+    def _device(db: sqlite3.Connection, device_id: str) -> DeviceRecord | None:
+        row = db.execute(
+            "SELECT device_id, not_before, not_after, revoked, eap_password "
+            "FROM devices WHERE device_id = ?",
+            (device_id,),
+        ).fetchone()
+        if not row:
+            return None
+        services = db.execute(
+            "SELECT service_id FROM device_services WHERE device_id = ? ORDER BY service_id",
+            (device_id,),
+        ).fetchall()
+        return DeviceRecord(
+            row[0], row[1], row[2], bool(row[3]), row[4], tuple(s[0] for s in services)
+        )
+
+    def get_device(self, device_id: str) -> DeviceRecord | None:
+        return self._device(self._db, device_id)
+
+    def devices(self, service_id: str | None = None) -> list[DeviceRecord]:
+        if service_id is None:
+            rows = self._db.execute("SELECT device_id FROM devices ORDER BY device_id")
+        else:
+            rows = self._db.execute(
+                "SELECT device_id FROM device_services WHERE service_id = ? ORDER BY device_id",
+                (service_id,),
+            )
+        ids = [r[0] for r in rows.fetchall()]
+        return [d for i in ids if (d := self._device(self._db, i))]
+
+    # --- service VMs ----------------------------------------------------------
+
+    def put_svm(self, rec: SvmRecord) -> bool:
+        with self._tx() as db:
+            if self._svm(db, rec.service_id) == rec:
+                return False
+            db.execute(
+                "INSERT INTO svms VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service_id) DO UPDATE "
+                "SET fqdn = excluded.fqdn, memory_mib = excluded.memory_mib, "
+                "ports = excluded.ports, origin = excluded.origin, "
+                "updated_at = excluded.updated_at",
+                (
+                    rec.service_id,
+                    rec.fqdn,
+                    rec.memory_mib,
+                    json.dumps(list(rec.ports)),
+                    rec.origin,
+                    int(time.time()),
+                ),
+            )
+            db.execute("DELETE FROM svm_images WHERE service_id = ?", (rec.service_id,))
+            db.executemany(
+                "INSERT INTO svm_images (service_id, name, sha256) VALUES (?, ?, ?)",
+                [(rec.service_id, n, h) for n, h in rec.images],
+            )
+            return True
+
+    def remove_svm(self, service_id: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM svms WHERE service_id = ?", (service_id,)).rowcount > 0
+
+    @staticmethod
+    def _svm(db: sqlite3.Connection, service_id: str) -> SvmRecord | None:
+        row = db.execute(
+            "SELECT service_id, fqdn, memory_mib, ports, origin FROM svms WHERE service_id = ?",
+            (service_id,),
+        ).fetchone()
+        if not row:
+            return None
+        images = db.execute(
+            "SELECT name, sha256 FROM svm_images WHERE service_id = ? ORDER BY name",
+            (service_id,),
+        ).fetchall()
+        return SvmRecord(
+            row[0],
+            row[1],
+            row[2],
+            tuple(json.loads(row[3])),
+            tuple((n, h) for n, h in images),
+            row[4],
+        )
+
+    def get_svm(self, service_id: str) -> SvmRecord | None:
+        return self._svm(self._db, service_id)
+
+    def svms(self) -> list[SvmRecord]:
+        ids = [r[0] for r in self._db.execute("SELECT service_id FROM svms ORDER BY service_id")]
+        return [s for i in ids if (s := self._svm(self._db, i))]
+
+    # --- messages -------------------------------------------------------------
+
+    def put_message(self, device_id: str, kind: str, issuer: str, body: bytes) -> str:
+        """Queue a message for a device; returns its (unguessable) id."""
+        message_id = secrets.token_hex(16)
+        with self._tx() as db:
+            if not self._device(db, device_id):
+                raise NotFoundError(f"Device {device_id!r} is not paired with this cloudlet.")
+            db.execute(
+                "INSERT INTO messages (message_id, device_id, kind, issuer, body, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, device_id, kind, issuer, body, int(time.time())),
+            )
+        return message_id
+
+    def pending_messages(self, device_id: str) -> list[MessageRecord]:
+        """Unacknowledged messages, oldest first. Reading changes nothing."""
+        rows = self._db.execute(
+            "SELECT message_id, device_id, kind, issuer, body, created_at, acked_at "
+            "FROM messages WHERE device_id = ? AND acked_at IS NULL "
+            "ORDER BY created_at, rowid",
+            (device_id,),
+        ).fetchall()
+        return [MessageRecord(*r) for r in rows]
+
+    def all_messages(self, device_id: str | None = None) -> list[MessageRecord]:
+        query = (
+            "SELECT message_id, device_id, kind, issuer, body, created_at, acked_at FROM messages"
+        )
+        if device_id is None:
+            rows = self._db.execute(query + " ORDER BY created_at, rowid")
+        else:
+            rows = self._db.execute(
+                query + " WHERE device_id = ? ORDER BY created_at, rowid", (device_id,)
+            )
+        return [MessageRecord(*r) for r in rows.fetchall()]
+
+    def ack_message(self, device_id: str, message_id: str) -> bool:
+        """Mark acknowledged and drop the ciphertext; False if it was acked before.
+
+        Another device's message id answers exactly like an unknown one, so
+        ids cannot be probed.
+        """
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT acked_at FROM messages WHERE message_id = ? AND device_id = ?",
+                (message_id, device_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"No message {message_id!r} for this device.")
+            if row[0] is not None:
+                return False
+            db.execute(
+                "UPDATE messages SET acked_at = ?, body = NULL WHERE message_id = ?",
+                (int(time.time()), message_id),
+            )
+            return True
+
+    # --- replay protection across restarts ------------------------------------
+
+    def record_proof(self, identity: str, nonce: bytes, expires_at: float, now: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM seen_proofs WHERE expires_at <= ?", (now,))
+            try:
+                db.execute(
+                    "INSERT INTO seen_proofs (identity, nonce, expires_at) VALUES (?, ?, ?)",
+                    (identity, nonce, expires_at),
+                )
+            except sqlite3.IntegrityError:
+                raise ReplayError(f"Replayed authentication from {identity}.") from None
+
+
+class PersistentReplayCache(ReplayCache):
+    """The in-memory replay cache, backed by SQLite so a restart forgets nothing.
+
+    Without this, a proof captured just before a restart could be replayed
+    right after it, while still inside its time window.
+    """
+
+    def __init__(self, store: Store, max_entries: int = 100_000) -> None:
+        super().__init__(max_entries)
+        self.store = store
+
+    def add(self, identity: str, nonce: bytes, expires_at: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        super().add(identity, nonce, expires_at, now)
+        self.store.record_proof(identity, nonce, expires_at, now)
