@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
-from cloudlet.errors import LabError
+from cloudlet.debian import host_mirror
 from cloudlet.lab.system import mounts_under, run
 
 __all__ = ["BASE_PACKAGES", "EXTRA_PACKAGES", "build", "cache_key", "host_mirror"]
@@ -71,29 +70,6 @@ rm -f /var/lib/dbus/machine-id
 apt-get clean
 rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
 """
-
-_SOURCE_RE = re.compile(r"^\s*(?:deb\s+(?:\[[^\]]*\]\s+)?|URIs:\s*)(\S+)", re.MULTILINE)
-
-
-def host_mirror(paths: tuple[str, ...] | None = None) -> str:
-    """The Debian mirror the control node already uses, so the lab needs no new host."""
-    if paths is None:
-        src_dir = Path("/etc/apt/sources.list.d")
-        extra = sorted(str(p) for p in src_dir.glob("*") if p.suffix in (".list", ".sources"))
-        paths = ("/etc/apt/sources.list", *extra)
-    for path in paths:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError:
-            continue
-        for uri in _SOURCE_RE.findall(text):
-            if uri.rstrip("/").endswith("/debian"):
-                return uri.rstrip("/")
-    raise LabError(
-        "No Debian mirror found in the control node's apt sources.",
-        "Set lab_debian_mirror to a reachable Debian mirror URL.",
-    )
-
 
 def cache_key(suite: str, mirror: str, packages: tuple[str, ...] = EXTRA_PACKAGES) -> str:
     recipe = json.dumps(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloudlet.errors import LabError
+from cloudlet.errors import CloudletError, LabError
 from cloudlet.lab import image
 from cloudlet.lab.topology import IFNAMSIZ, plan
 
@@ -80,17 +80,20 @@ def test_image_cache_key_follows_the_whole_recipe():
 
 
 def test_host_mirror_reads_deb822_and_one_line_sources(tmp_path):
+    from cloudlet.debian import host_mirror
+
     deb822 = tmp_path / "debian.sources"
     deb822.write_text("# http://snapshot.invalid/debian/\nTypes: deb\n"
                       "URIs: http://mirror.invalid/debian/\nSuites: bookworm\n")
-    assert image.host_mirror((str(deb822),)) == "http://mirror.invalid/debian"
+    assert host_mirror((str(deb822),)) == "http://mirror.invalid/debian"
     legacy = tmp_path / "sources.list"
     legacy.write_text("deb [signed-by=/k.gpg] http://old.invalid/debian bookworm main\n")
-    assert image.host_mirror((str(legacy),)) == "http://old.invalid/debian"
+    assert host_mirror((str(legacy),)) == "http://old.invalid/debian"
 
 
 def test_no_debian_mirror_is_a_clear_error(tmp_path):
+    from cloudlet.debian import host_mirror
     other = tmp_path / "other.list"
     other.write_text("deb https://apt.invalid/node nodistro main\n")
-    with pytest.raises(LabError, match="lab_debian_mirror"):
-        image.host_mirror((str(other),))
+    with pytest.raises(CloudletError, match="lab_debian_mirror"):
+        host_mirror((str(other),))

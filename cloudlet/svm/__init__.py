@@ -1,0 +1,1 @@
+"""Service VMs: building, describing and checking the images cloudlets run and migrate."""
