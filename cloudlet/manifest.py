@@ -457,3 +457,38 @@ def load_public_key(path: str | os.PathLike) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise FormatError(f"{path} is not an Ed25519 public key in PEM form.")
     return key
+
+
+# --- what the Ansible module drives ---------------------------------------------------------
+
+
+def from_body(body: Any) -> Manifest:
+    """A manifest from the body a scan returned (e.g. through Ansible), strictly parsed."""
+    return _parse_body(body)
+
+
+def signed_copy_matches(
+    manifest: Manifest, public_key: Ed25519PublicKey, dest: str | os.PathLike
+) -> bool:
+    """Whether ``dest`` holds a valid signature over the same files (scan time aside)."""
+    try:
+        current = verify_manifest(Path(dest).read_bytes(), public_key)
+    except (OSError, CloudletError):
+        return False
+    return (current.roots, current.exclude, current.entries) == (
+        manifest.roots, manifest.exclude, manifest.entries
+    )
+
+
+def ensure_signed(
+    manifest: Manifest, private_key: Ed25519PrivateKey, dest: str | os.PathLike
+) -> bool:
+    """Sign ``manifest`` into ``dest`` unless it already holds the same files; True if written.
+
+    The scan time alone does not count as a change, so a second setup run that
+    finds the same files leaves the signed manifest (and its digest) alone.
+    """
+    if signed_copy_matches(manifest, private_key.public_key(), dest):
+        return False
+    write_secret_file(dest, sign(manifest, private_key), mode=0o644)
+    return True
