@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import json
 import stat
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
+from ansible_module import load, run
 
-pytest.importorskip("ansible")
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
-
-MODULE_PATH = Path(__file__).resolve().parents[2] / "library" / "cloudlet_ibe_pkg.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("cloudlet_ibe_pkg", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MOD = _load()
+MOD = load("cloudlet_ibe_pkg")
 
 
 def run_module(**args) -> dict:
-    out = io.StringIO()
-    with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
-        MOD.main()
-    return json.loads(out.getvalue())
+    return run(MOD, **args)
 
 
 @pytest.fixture
