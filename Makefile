@@ -28,8 +28,11 @@ unit: setup
 integration: setup
 	pytest -q -p no:cacheprovider tests/integration
 
+# Every role that has a scenario; each scenario builds (and removes) a lab of its own.
+MOLECULE_ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
+
 molecule: setup
-	cd roles/cloudlet_base && molecule test
+	set -e; for role in $(MOLECULE_ROLES); do (cd roles/$$role && molecule test); done
 
 bench: setup
 	python benchmarks/bench_lab.py

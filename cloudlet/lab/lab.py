@@ -26,13 +26,22 @@ KVM_DEVICES = ("/dev/kvm", "/dev/net/tun")
 READY_TIMEOUT = 120.0
 
 
+SSH_KEYS = {"id_ed25519": "cloudlet-lab-provisioning", "field_ed25519": "cloudlet-lab-field-admin"}
+
+
 def ssh_key(state_dir: str) -> str:
-    """The lab's SSH key pair for root on every machine; made once per lab."""
-    key = Path(state_dir) / "id_ed25519"
-    if not key.exists():
-        Path(state_dir).mkdir(parents=True, exist_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cloudlet-lab", "-f", str(key)])
-    return (key.with_suffix(".pub")).read_text().strip()
+    """The lab's provisioning key, root's only key on every machine at bring-up.
+
+    The lab also makes the key its field admin will hold: the delivery
+    ceremony installs that one and removes the provisioning key, as it does
+    in the field. Both are made once per lab.
+    """
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
+    for name, comment in SSH_KEYS.items():
+        key = Path(state_dir) / name
+        if not key.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
+    return (Path(state_dir) / "id_ed25519.pub").read_text().strip()
 
 
 def _machine_files(plan: Plan, name: str, pubkey: str) -> dict[str, tuple[str, int]]:
