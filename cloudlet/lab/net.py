@@ -36,6 +36,11 @@ def _ns_links(netns: str) -> dict[str, dict]:
     return {link["ifname"]: link for link in json.loads(out or "[]")}
 
 
+def _forwarding(netns: str) -> str:
+    argv = ["ip", "netns", "exec", netns, "cat", "/proc/sys/net/ipv4/ip_forward"]
+    return run(argv).stdout.strip()
+
+
 def state(lab: str) -> dict[str, list[str]]:
     """What of this lab exists on the host now."""
     prefix = f"{lab}-"
@@ -94,6 +99,12 @@ def converge(plan: Plan) -> list[str]:
             run(["ip", "netns", "add", machine.netns])
             run(["ip", "-n", machine.netns, "link", "set", "lo", "up"])
             done.append(f"created namespace {machine.netns}")
+        if machine.role == "cloudlet" and _forwarding(machine.netns) != "1":
+            # A cloudlet routes its devices to its SVMs. Inside the container
+            # /proc/sys is read-only, so the lab, as the machine's "hardware",
+            # sets it in the namespace.
+            run(["ip", "netns", "exec", machine.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            done.append(f"enabled forwarding in {machine.netns}")
         inside = _ns_links(machine.netns)
         host = _host_links()
         for link in machine.links:
