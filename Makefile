@@ -14,6 +14,9 @@ setup:
 demo: setup
 	ansible-playbook playbooks/lab.yml
 	ansible-playbook playbooks/smoke.yml
+	ansible-playbook playbooks/setup.yml
+	ansible-playbook playbooks/delivery.yml
+	ansible-playbook playbooks/check_svm.yml
 
 test: setup lint unit integration molecule
 

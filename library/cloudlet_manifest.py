@@ -140,6 +140,7 @@ def sign(module):
     if not os.path.exists(key_path):
         if module.check_mode:
             return {"changed": True, "entries": len(manifest.entries)}
+        os.makedirs(os.path.dirname(key_path) or ".", mode=0o700, exist_ok=True)
         mf.generate_signing_key(key_path, key_path + ".pub")
         made_key = True
     key = mf.load_signing_key(key_path)

@@ -18,6 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 LAB = "itest"
 SUBNET = "10.78.0.0/16"
 STATE_DIR = f"/var/lib/cloudlet-lab/{LAB}"
+# The ceremonies' audit log for this test session (the callback is always on).
+AUDIT_LOG = f"/tmp/cloudlet-itest-audit-{os.getpid()}/audit.log"
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked ``teardown`` run last: they take the session's lab down."""
+    items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
 
 
 @dataclass
@@ -28,6 +35,10 @@ class Lab:
 
     def playbook(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return playbook("playbooks/lab.yml", *self.extra_vars(), *args, check=check)
+
+    def ceremony(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run playbooks/<name>.yml against this lab, as an admin would."""
+        return playbook(f"playbooks/{name}.yml", "-i", str(self.inventory), *args, check=check)
 
     def extra_vars(self) -> list[str]:
         return ["-e", f"lab_name={self.name}", "-e", f"lab_subnet={SUBNET}",
@@ -44,7 +55,8 @@ class Lab:
 
 
 def playbook(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "CLOUDLET_AUDIT_LOG": AUDIT_LOG}
     proc = subprocess.run(
         ["ansible-playbook", *args], cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=1800, check=False,
@@ -67,7 +79,10 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 def lab(tmp_path_factory) -> Lab:
     if os.geteuid() != 0:
         pytest.fail("The lab tests need root: they boot machines and create bridges.")
-    inventory = tmp_path_factory.mktemp("inventory") / "hosts.yml"
+    inventory_dir = tmp_path_factory.mktemp("inventory")
+    # The lab inventory's group_vars hold the lab-specific settings.
+    (inventory_dir / "group_vars").symlink_to(ROOT / "inventories" / "lab" / "group_vars")
+    inventory = inventory_dir / "hosts.yml"
     the_lab = Lab(LAB, STATE_DIR, inventory)
     the_lab.playbook()
     yield the_lab

@@ -1,6 +1,6 @@
 """The lab of real machines: reachable, booted with systemd, KVM-capable,
 able to live-migrate a guest, sealed off from the outside, and gone after
-tear-down. Tests run in file order; the last one tears the lab down.
+tear-down. The test marked ``teardown`` runs last and tears the lab down.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ def test_bring_up_clears_leftovers_of_an_earlier_run(lab):
         == "running"
 
 
+@pytest.mark.teardown
 def test_tear_down_leaves_nothing(lab):
     assert traces(lab)["processes"], "the lab should be running before tear-down"
     lab.playbook("-e", "lab_state=absent")

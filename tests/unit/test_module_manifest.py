@@ -30,7 +30,6 @@ def scan(root):
 
 def test_sign_is_idempotent_and_check_mode_writes_nothing(tree, tmp_path):
     key, dest = tmp_path / "keys" / "manifest.key", tmp_path / "out" / "a.manifest"
-    key.parent.mkdir()
     body = scan(tree)
     checked = run(MOD, mode="sign", manifest=body, signing_key=str(key), dest=str(dest),
                   _ansible_check_mode=True)
@@ -39,6 +38,7 @@ def test_sign_is_idempotent_and_check_mode_writes_nothing(tree, tmp_path):
     first = run(MOD, mode="sign", manifest=body, signing_key=str(key), dest=str(dest))
     assert first["changed"] and dest.exists()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     # A new scan of the same files (a later scan time) is no change.
     again = run(MOD, mode="sign", manifest=scan(tree), signing_key=str(key), dest=str(dest))
     assert not again["changed"] and again["digest"] == first["digest"]

@@ -1,0 +1,190 @@
+"""The setup and delivery ceremonies on the lab: real roles, real services.
+
+Order matters inside this module: setup first, then what it built, then
+delivery (which replaces setup-time SSH access) last.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import AUDIT_LOG, ROOT, recap
+
+from cloudlet import pki
+
+SVM = "demo-counter"
+SVM_FQDN = f"{SVM}.svm.mission.internal"
+MANAGER_PORT = 8443
+ADMIN_SOCKET = "/run/cloudlet-manager/admin.sock"
+
+
+@pytest.fixture(scope="module")
+def set_up(lab):
+    return lab.ceremony("setup")
+
+
+def admin(lab, host: str, method: str, path: str, body: dict | None = None) -> dict:
+    """Call the Manager's admin API on its unix socket, on the cloudlet."""
+    data = "" if body is None else f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+    out = lab.ssh(host, f"curl -sS --fail-with-body --unix-socket {ADMIN_SOCKET} "
+                        f"-X {method} {data} http://cloudlet{path}").stdout
+    return json.loads(out)
+
+
+def https_get(address: str, path: str, ca_pem: bytes, server_name: str,
+              cert: tuple[str, str] | None = None) -> tuple[int, dict]:
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    if cert:
+        ctx.load_cert_chain(*cert)
+    with socket.create_connection((address, MANAGER_PORT), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+                    .encode())
+        reply = b""
+        while chunk := tls.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    return status, (json.loads(body) if body.strip().startswith(b"{") else {})
+
+
+def test_setup_then_a_second_run_changes_nothing(lab, set_up):
+    assert all(r["failed"] == 0 for r in recap(set_up.stdout).values())
+    again = lab.ceremony("setup")
+    changed = {host: r["changed"] for host, r in recap(again.stdout).items()}
+    assert set(changed.values()) == {0}, changed
+
+
+def test_check_mode_on_a_set_up_cloudlet_reports_no_change(lab, set_up):
+    proc = lab.ceremony("setup", "--check")
+    changed = {host: r["changed"] for host, r in recap(proc.stdout).items()}
+    assert set(changed.values()) == {0}, changed
+
+
+def test_svm_runs_under_qemu_and_its_fqdn_answers_from_a_device(lab, set_up):
+    xml = lab.ssh("cloudlet-a", f"virsh -c qemu:///system dumpxml {SVM}").stdout
+    assert "<domain type='qemu'" in xml
+    state = lab.ssh("cloudlet-a", f"virsh -c qemu:///system domstate {SVM}").stdout.strip()
+    assert state == "running"
+    # The name resolves through cloudlet-a's DNS, from device-1 on cloudlet-a's network.
+    resolved = lab.ssh("device-1", f"getent ahostsv4 {SVM_FQDN}").stdout.split()[0]
+    assert resolved.startswith("10.200.0.")
+    counts = [json.loads(lab.ssh("device-1", f"curl -sS --max-time 10 http://{SVM_FQDN}/")
+                         .stdout)["count"] for _ in range(2)]
+    assert counts[1] == counts[0] + 1
+
+
+def test_manager_api_answers_over_mutual_tls_and_refuses_strangers(lab, set_up, tmp_path):
+    a_ip = lab.ssh("cloudlet-a", "ip -4 -o addr show mgmt0").stdout.split()[3].split("/")[0]
+    ca_a = lab.ssh("cloudlet-a", "cat /etc/cloudlet/pki/ca.pem").stdout.encode()
+    server_name = "manager.cloudlet-a.cloudlet"
+
+    # A paired cloudlet (cloudlet-b, paired here through the admin API) is known by its cert.
+    ca_b = lab.ssh("cloudlet-b", "cat /etc/cloudlet/pki/ca.pem").stdout
+    params_b = lab.ssh("cloudlet-b", "base64 -w0 /etc/cloudlet/pki/ibe/ibe_params.bin").stdout
+    admin(lab, "cloudlet-a", "PUT", "/admin/cloudlets/cloudlet-b",
+          {"ca_pem": ca_b, "params": params_b.strip(), "api_host": "10.78.1.11",
+           "api_port": MANAGER_PORT})
+    for name in ("peer.pem", "private/peer.key"):
+        (tmp_path / Path(name).name).write_text(
+            lab.ssh("cloudlet-b", f"cat /etc/cloudlet/pki/{name}").stdout)
+    peer = (str(tmp_path / "peer.pem"), str(tmp_path / "peer.key"))
+    status, body = https_get(a_ip, "/peer/info", ca_a, server_name, cert=peer)
+    assert status == 200 and body.get("caller") == "cloudlet-b", body
+
+    # No client certificate: the peer API refuses.
+    status, _ = https_get(a_ip, "/peer/info", ca_a, server_name)
+    assert status in (401, 403)
+
+    # A certificate from a CA cloudlet-a never paired with: refused at the TLS layer.
+    rogue_key = pki.generate_key()
+    rogue_ca = pki.make_ca(rogue_key, "cloudlet-b")  # even claiming a paired cloudlet's name
+    leaf_key = pki.generate_key()
+    leaf = pki.issue_certificate(rogue_key, rogue_ca, leaf_key.public_key(),
+                                 pki.Profile.PEER_CLIENT, pki.subject_names("cloudlet-b"))
+    (tmp_path / "rogue.pem").write_bytes(leaf)
+    (tmp_path / "rogue.key").write_bytes(pki.key_to_pem(leaf_key))
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        https_get(a_ip, "/peer/info", ca_a, server_name,
+                  cert=(str(tmp_path / "rogue.pem"), str(tmp_path / "rogue.key")))
+
+
+def test_manager_keeps_its_state_across_a_restart(lab, set_up):
+    admin(lab, "cloudlet-a", "PUT", "/admin/devices/device-9", {"valid_from": "2026-11"})
+    lab.ssh("cloudlet-a", "systemctl restart cloudlet-manager")
+    lab.ssh("cloudlet-a", f"for i in $(seq 50); do [ -S {ADMIN_SOCKET} ] && exit 0; "
+                          "sleep 0.2; done; exit 1")
+    device = admin(lab, "cloudlet-a", "GET", "/admin/devices/device-9")
+    assert device["device_id"] == "device-9"
+
+
+def test_a_tampered_svm_image_is_refused_at_start(lab, set_up):
+    store = f"/var/lib/cloudlet/svm/{SVM}"
+    lab.ssh("cloudlet-b", f"cp {store}/base.qcow2 /root/base.qcow2.orig && "
+                          f"printf X | dd of={store}/base.qcow2 bs=1 seek=70000 conv=notrunc")
+    try:
+        proc = lab.ceremony("setup", "--limit", "cloudlet-b", "-e",
+                            f"cloudlet_svm_store_run=['{SVM}']", check=False)
+        assert proc.returncode != 0
+        assert "base.qcow2" in proc.stdout
+        state = lab.ssh("cloudlet-b", f"virsh -c qemu:///system domstate {SVM}", check=False)
+        assert state.stdout.strip() != "running"
+    finally:
+        lab.ssh("cloudlet-b", f"mv /root/base.qcow2.orig {store}/base.qcow2")
+
+
+def test_an_edited_audit_log_line_is_detected():
+    log = Path(AUDIT_LOG)
+    ok = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "cloudlet.audit", "verify",
+                         str(log)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "audit.log"
+        for suffix in ("", ".head", ".key"):
+            src = Path(str(log) + suffix)
+            if src.exists():
+                Path(str(copy) + suffix).write_bytes(src.read_bytes())
+        lines = copy.read_text().splitlines(keepends=True)
+        lines[3] = lines[3].replace('"ok"', '"failed"', 1).replace('"changed"', '"failed"', 1)
+        copy.write_text("".join(lines))
+        bad = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "cloudlet.audit", "verify",
+                              str(copy)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "line 4" in (bad.stdout + bad.stderr)
+
+
+def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
+    victim = "/opt/cloudlet/venv/lib/python3.11/site-packages/cloudlet/__init__.py"
+    lab.ssh("cloudlet-b", f"cp {victim} /root/victim.orig && echo '# altered' >> {victim}")
+    try:
+        proc = lab.ceremony("delivery", "--limit", "cloudlet-b", check=False)
+        assert proc.returncode != 0
+        assert f"{victim} changed" in proc.stdout
+    finally:
+        lab.ssh("cloudlet-b", f"cp /root/victim.orig {victim} && rm /root/victim.orig")
+
+    lab.ceremony("delivery")
+    records = {h: json.loads((ROOT / "deliveries" / f"{h}.json").read_text())
+               for h in ("cloudlet-a", "cloudlet-b")}
+    for host, record in records.items():
+        assert record["cloudlet"] == host
+        assert len(record["ibe_params_digest"]) == 64
+        assert record["ca_fingerprint_sha256"].count(":") == 31
+        assert len(record["manifest_digest"]) == 64
+        assert record["ssid"]
+    # Setup-time access is gone: only the field admin's key is authorised now.
+    keys = lab.ssh("cloudlet-a", "cat /root/.ssh/authorized_keys").stdout
+    assert "cloudlet-lab-field-admin" in keys and "cloudlet-lab-provisioning" not in keys
+    a_ip = lab.ssh("cloudlet-a", "ip -4 -o addr show mgmt0").stdout.split()[3].split("/")[0]
+    old_key = subprocess.run(
+        ["ssh", "-i", f"{lab.state_dir}/id_ed25519", "-o", "IdentitiesOnly=yes",
+         "-o", f"UserKnownHostsFile={lab.state_dir}/known_hosts", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=yes", f"root@{a_ip}", "true"],
+        capture_output=True, text=True, timeout=60)
+    assert old_key.returncode == 255 and "Permission denied" in old_key.stderr
