@@ -36,6 +36,12 @@ class Lab:
     def playbook(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return playbook("playbooks/lab.yml", *self.extra_vars(), *args, check=check)
 
+    def ansible(self, hosts: str, module: str, args: str, *extra: str):
+        """One ad-hoc module run against lab hosts (its failure is returned, not raised)."""
+        return subprocess.run(["ansible", hosts, "-i", str(self.inventory), "-m", module,
+                               "-a", args, *extra], cwd=ROOT, env=ansible_env(),
+                              capture_output=True, text=True, timeout=600, check=False)
+
     def ceremony(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run playbooks/<name>.yml against this lab, as an admin would."""
         return playbook(f"playbooks/{name}.yml", "-i", str(self.inventory), *args, check=check)
@@ -54,11 +60,14 @@ class Lab:
         return f"qemu+ssh://{host}/system?command={self.state_dir}/ssh"
 
 
+def ansible_env() -> dict[str, str]:
+    return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+            "CLOUDLET_AUDIT_LOG": AUDIT_LOG}
+
+
 def playbook(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "CLOUDLET_AUDIT_LOG": AUDIT_LOG}
     proc = subprocess.run(
-        ["ansible-playbook", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        ["ansible-playbook", *args], cwd=ROOT, env=ansible_env(), capture_output=True, text=True,
         timeout=1800, check=False,
     )
     if check and proc.returncode != 0:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, recap
+from conftest import recap
 
 CLOUDLETS = ("cloudlet-a", "cloudlet-b")
 DEVICES = ("device-1", "device-2")
@@ -57,9 +57,7 @@ def traces(lab) -> dict[str, list[str]]:
 
 
 def test_ansible_ping_answers_over_ssh_on_every_host(lab):
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    proc = subprocess.run(["ansible", "all", "-i", str(lab.inventory), "-m", "ping"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = lab.ansible("all", "ping", "")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     answered = re.findall(r'^(\S+) \| SUCCESS => \{[^}]*"ping": "pong"', proc.stdout, re.M)
     assert sorted(answered) == sorted(HOSTS)
