@@ -40,6 +40,8 @@ molecule: setup
 bench: setup
 	python benchmarks/bench_lab.py
 	python benchmarks/bench_crypto.py
+	python benchmarks/bench_svm_demo.py
+	python benchmarks/bench_ceremonies.py
 
 lab-up: setup
 	ansible-playbook playbooks/lab.yml

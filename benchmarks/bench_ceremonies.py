@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Wall time of the ceremonies on a lab of their own: setup (first and second
+run) and delivery, as medians over several fresh labs.
+
+    python benchmarks/bench_ceremonies.py [--runs 3]
+
+Each run brings up a fresh "cerb" lab (10.86.0.0/16, warm image cache), so a
+lab brought up by `make demo` is left alone; the lab is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def playbook(name: str, *extra: str) -> float:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    start = time.monotonic()
+    proc = subprocess.run(["ansible-playbook", f"playbooks/{name}.yml", *extra], cwd=ROOT,
+                          env=env, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"{name}.yml failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-1000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ceremonies-"))
+    (scratch / "group_vars").symlink_to(ROOT / "inventories" / "lab" / "group_vars")
+    inventory = scratch / "hosts.yml"
+    lab = ["-e", "lab_name=cerb", "-e", "lab_subnet=10.86.0.0/16",
+           "-e", f"lab_inventory_path={inventory}"]
+    records = ["-e", f"cloudlet_delivery_records_dir={scratch}/deliveries"]
+    times: dict[str, list[float]] = {"setup, first run": [], "setup, second run": [],
+                                     "delivery": []}
+    try:
+        for _ in range(args.runs):
+            playbook("lab", *lab, "-e", "lab_state=absent")
+            playbook("lab", *lab)
+            times["setup, first run"].append(playbook("setup", "-i", str(inventory), *records))
+            times["setup, second run"].append(playbook("setup", "-i", str(inventory), *records))
+            times["delivery"].append(playbook("delivery", "-i", str(inventory), *records))
+    finally:
+        playbook("lab", *lab, "-e", "lab_state=absent")
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"ceremonies on the lab: 2 cloudlets, 2 devices, {os.cpu_count()} CPUs (seconds)")
+    for name, values in times.items():
+        runs = ", ".join(f"{v:.1f}" for v in values)
+        print(f"  {name:18s} median {statistics.median(values):6.1f}  (runs: {runs})")
+
+
+if __name__ == "__main__":
+    main()
