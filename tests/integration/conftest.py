@@ -71,8 +71,9 @@ def playbook(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         timeout=1800, check=False,
     )
     if check and proc.returncode != 0:
-        pytest.fail(f"ansible-playbook {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n"
-                    f"{proc.stderr[-2000:]}")
+        fatal = [line for line in proc.stdout.splitlines() if line.startswith("fatal:")]
+        pytest.fail(f"ansible-playbook {' '.join(args)} failed:\n" + "\n".join(fatal)
+                    + f"\n...\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
     return proc
 
 

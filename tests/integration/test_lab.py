@@ -67,7 +67,8 @@ def test_ansible_ping_answers_over_ssh_on_every_host(lab):
 def test_systemd_is_pid_1(lab, host):
     assert lab.ssh(host, "cat /proc/1/comm").stdout.strip() == "systemd"
     state = lab.ssh(host, "systemctl is-system-running --wait", check=False).stdout.strip()
-    assert state == "running"
+    assert state == "running", lab.ssh(host, "systemctl --failed --no-legend; "
+                                             "journalctl -b -p err --no-pager | tail -20").stdout
     assert lab.ssh(host, "hostname").stdout.strip() == host
 
 
