@@ -311,19 +311,26 @@ def verify_manifest(path: str | os.PathLike) -> dict:
         if not name or Path(name).name != name or name in (".", ".."):
             raise SvmImageError(f"The SVM manifest {path} names an unsafe file {name!r}.",
                                 "Do not use this image; import it again from the control node.")
-        target = path.parent / name
-        if not target.is_file():
-            raise SvmImageError(f"The SVM's {role} file {target} is missing.")
-        size = target.stat().st_size
-        if size != entry.get("size"):
-            found = f"{size} bytes, expected {entry.get('size')}"
-        elif (digest := sha256_file(target)) != entry.get("sha256"):
-            found = f"sha256 {digest[:16]}…, expected {str(entry.get('sha256'))[:16]}…"
-        else:
-            continue
-        raise SvmImageError(f"The SVM's {role} file {target} does not match its manifest "
-                            f"({found}): it was altered or damaged.")
+        check_image_file(role, path.parent / name, entry)
     return manifest
+
+
+def check_image_file(role: str, target: Path, entry: dict, consequence: str = "") -> None:
+    """Refuse one image file whose size or sha256 differs from its manifest entry.
+
+    The size is compared first, so a truncated copy is named without hashing it.
+    """
+    if not target.is_file():
+        raise SvmImageError(f"The SVM's {role} file {target} is missing.{consequence}")
+    size = target.stat().st_size
+    if size != entry.get("size"):
+        found = f"{size} bytes, expected {entry.get('size')}"
+    elif (digest := sha256_file(target)) != entry.get("sha256"):
+        found = f"sha256 {digest[:16]}…, expected {str(entry.get('sha256'))[:16]}…"
+    else:
+        return
+    raise SvmImageError(f"The SVM's {role} file {target} does not match its manifest "
+                        f"({found}): it was altered or damaged.{consequence}")
 
 
 def _result(final: Path, manifest: dict, built: bool, seconds: float) -> dict:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudlet.errors import CloudletError, SvmImageError
+from cloudlet.svm.demo import check_image_file
 
 __all__ = [
     "ACTIVE",
@@ -136,14 +137,6 @@ class SvmConfig:
 # --- the manifest and its files ------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_manifest(path: str | Path) -> dict:
     """Read a manifest and check it has what a domain needs; nothing is hashed here."""
     path = Path(path)
@@ -186,17 +179,7 @@ def verify_files(manifest_path: str | Path, roles: Iterable[str] = ROLES) -> dic
     for role in roles:
         entry = manifest["files"][role]
         target = file_path(manifest_path, manifest, role)
-        if not target.is_file():
-            raise SvmImageError(f"The SVM's {role} file {target} is missing.")
-        size = target.stat().st_size
-        if size != entry.get("size"):
-            found = f"{size} bytes, expected {entry.get('size')}"
-        elif (digest := _sha256(target)) != entry.get("sha256"):
-            found = f"sha256 {digest[:16]}..., expected {str(entry.get('sha256'))[:16]}..."
-        else:
-            continue
-        raise SvmImageError(f"The SVM's {role} file {target} does not match its manifest "
-                            f"({found}): it was altered or damaged. Nothing was started.")
+        check_image_file(role, target, entry, " Nothing was started.")
     return manifest
 
 
