@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
+import cloudlet
 from cloudlet.errors import CloudletError
 from cloudlet.manager.app import Manager
 from cloudlet.manager.config import load_config
@@ -30,8 +33,28 @@ async def _run(manager: Manager) -> None:
         await manager.stop()
 
 
+def code_identity() -> str:
+    """The package's version and a digest of its installed files.
+
+    The digest changes whenever the code does, even when a rebuilt wheel keeps
+    its version. The cloudlet_manager role writes it into the configuration,
+    so new code restarts the service.
+    """
+    root = Path(cloudlet.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".sh")):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(root)}\0{len(data)}\0".encode() + data)
+    return f"cloudlet {cloudlet.__version__} code sha256:{digest.hexdigest()}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cloudlet-manager", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cloudlet-manager",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=code_identity())
     parser.add_argument("--config", required=True, help="TOML or JSON configuration file")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")

@@ -114,15 +114,24 @@ class Manager:
             public = web.AppRunner(build_public_app(st), access_log=log)
             await public.setup()
             self._runners.append(public)
-            site = web.TCPSite(
-                public, cfg.listen_host, cfg.listen_port, ssl_context=st.trust.listening
-            )
-            await site.start()
-            self.port = public.addresses[0][1]
+            # The first site fixes the port (port 0 picks one); the others share it.
+            port = cfg.listen_port
+            for host in cfg.listen_hosts:
+                site = web.TCPSite(public, host, port, ssl_context=st.trust.listening)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"Cannot listen on {host} port {port}: {exc.strerror}. "
+                        "Check listen_hosts: they must be this cloudlet's own addresses."
+                    ) from exc
+                port = public.addresses[0][1]
+            self.port = port
             st.api_port = self.port
             await self._start_admin(st)
             if cfg.discovery:
-                addrs = list(cfg.discovery_interfaces) or discovery.local_addresses(cfg.listen_host)
+                addrs = list(cfg.discovery_interfaces)
+                addrs = addrs or discovery.local_addresses(cfg.listen_hosts)
                 info = discovery.service_info(cfg.cloudlet_id, self.port, addrs, st.ca_fingerprint)
                 self._advertiser = discovery.Advertiser(info, cfg.discovery_interfaces)
                 await self._advertiser.start()

@@ -7,7 +7,7 @@ instead of at the first migration. Example (TOML)::
     cloudlet_id = "cl-alpha"
     zone = "alpha.cloudlet"
     fqdn = "manager.alpha.cloudlet"
-    listen_host = "0.0.0.0"
+    listen_hosts = ["10.20.0.1", "10.30.0.1"]
     listen_port = 8443
     db = "/var/lib/cloudlet/manager.db"
     admin_socket = "/run/cloudlet-manager/admin.sock"
@@ -56,7 +56,8 @@ class Config:
     server_cert: Path
     server_key: Path
     master_key: Path
-    listen_host: str = "0.0.0.0"
+    # The field and pairing-link addresses; "0.0.0.0" would answer on every network.
+    listen_hosts: tuple[str, ...] = ("0.0.0.0",)
     listen_port: int = 8443
     api_host: str = ""  # what devices are told to dial; defaults to fqdn
     ssid: str = "cloudlet"
@@ -87,7 +88,7 @@ def _section(data: dict, name: str) -> dict:
 
 
 _TOP = {
-    "cloudlet_id", "zone", "fqdn", "listen_host", "listen_port", "api_host", "db",
+    "cloudlet_id", "zone", "fqdn", "listen_hosts", "listen_port", "api_host", "db",
     "admin_socket", "tls", "ibe", "network", "discovery", "limits",
 }  # fmt: skip
 
@@ -114,6 +115,11 @@ def parse_config(data: dict, base: Path) -> Config:
     port = _get(data, "listen_port", int, 8443)
     if not 0 <= port < 65536:
         raise ConfigError("listen_port must be in 0..65535 (0 picks a free port).")
+    hosts = _get(data, "listen_hosts", list, ["0.0.0.0"])
+    if not hosts or not all(isinstance(h, str) and h for h in hosts):
+        raise ConfigError("listen_hosts must be a non-empty list of addresses.")
+    if port == 0 and len(hosts) > 1:
+        raise ConfigError("listen_port 0 (a free port) needs a single listen host.")
     interfaces = _get(disc, "interfaces", list, [])
     if not all(isinstance(i, str) for i in interfaces):
         raise ConfigError("discovery.interfaces must be a list of addresses.")
@@ -127,7 +133,7 @@ def parse_config(data: dict, base: Path) -> Config:
         server_cert=path(tls, "server_cert"),
         server_key=path(tls, "server_key"),
         master_key=path(ibe, "master_key"),
-        listen_host=_get(data, "listen_host", str, "0.0.0.0"),
+        listen_hosts=tuple(hosts),
         listen_port=port,
         api_host=_get(data, "api_host", str, fqdn),
         ssid=_get(net, "ssid", str, "cloudlet"),

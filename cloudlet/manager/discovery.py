@@ -64,10 +64,10 @@ class Advertiser:
             self._zc = None
 
 
-def local_addresses(host: str) -> list[str]:
-    """Addresses to advertise for a listen host (a wildcard means 'ask the OS')."""
-    if host not in ("0.0.0.0", "::", ""):
-        return [host]
+def local_addresses(hosts: Sequence[str]) -> list[str]:
+    """Addresses to advertise for the listen hosts (a wildcard means 'ask the OS')."""
+    if not any(host in ("0.0.0.0", "::", "") for host in hosts):
+        return list(hosts)
     try:
         return sorted({i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None)})
     except OSError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from cloudlet import pki
 SVM = "demo-counter"
 SVM_FQDN = f"{SVM}.svm.mission.internal"
 MANAGER_PORT = 8443
+MANAGER_NAME = "manager.cloudlet-a.cloudlet"
 ADMIN_SOCKET = "/run/cloudlet-manager/admin.sock"
 
 
@@ -39,25 +39,26 @@ def admin(lab, host: str, method: str, path: str, body: dict | None = None) -> d
     return json.loads(out)
 
 
-def https_get(address: str, path: str, ca_pem: bytes, server_name: str,
-              cert: tuple[str, str] | None = None) -> tuple[int, dict]:
-    ctx = ssl.create_default_context(cadata=ca_pem.decode())
-    if cert:
-        ctx.load_cert_chain(*cert)
-    with socket.create_connection((address, MANAGER_PORT), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=server_name) as tls:
-        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
-                    .encode())
-        reply = b""
-        while chunk := tls.recv(65536):
-            reply += chunk
-    if not reply:
-        # TLS 1.3 checks the client certificate after the handshake: a refusal
-        # shows as the connection closing before any answer.
-        raise ConnectionResetError("the server closed the connection without answering")
-    head, _, body = reply.partition(b"\r\n\r\n")
-    status = int(head.split()[1])
-    return status, (json.loads(body) if body.strip().startswith(b"{") else {})
+def peer_call(lab, cert: str = "", key: str = "") -> tuple[int, dict]:
+    """GET cloudlet-a's /peer/info from cloudlet-b, over the inter-cloudlet link.
+
+    Returns the HTTP status and JSON body; status 0 means no HTTP answer came
+    (curl failed, e.g. the TLS handshake was refused).
+    """
+    a_pair = pair_address(lab, "cloudlet-a")
+    client = f"--cert {cert} --key {key}" if cert else ""
+    proc = lab.ssh("cloudlet-b",
+                   f"curl -sS --cacert /root/ca-a.pem {client} -w '\\n%{{http_code}}' "
+                   f"--resolve {MANAGER_NAME}:{MANAGER_PORT}:{a_pair} "
+                   f"https://{MANAGER_NAME}:{MANAGER_PORT}/peer/info", check=False)
+    body, _, status = proc.stdout.rpartition("\n")
+    if proc.returncode != 0:
+        return 0, {"curl": proc.returncode, "stderr": proc.stderr}
+    return int(status), (json.loads(body) if body.startswith("{") else {})
+
+
+def pair_address(lab, host: str) -> str:
+    return lab.ssh(host, "ip -4 -o addr show pair0").stdout.split()[3].split("/")[0]
 
 
 def test_setup_then_a_second_run_changes_nothing(lab, set_up):
@@ -86,27 +87,23 @@ def test_svm_runs_under_qemu_and_its_fqdn_answers_from_a_device(lab, set_up):
     assert counts[1] == counts[0] + 1
 
 
-def test_manager_api_answers_over_mutual_tls_and_refuses_strangers(lab, set_up, tmp_path):
-    a_ip = lab.ssh("cloudlet-a", "ip -4 -o addr show mgmt0").stdout.split()[3].split("/")[0]
-    ca_a = lab.ssh("cloudlet-a", "cat /etc/cloudlet/pki/ca.pem").stdout.encode()
-    server_name = "manager.cloudlet-a.cloudlet"
+def test_manager_api_answers_over_mutual_tls_and_refuses_strangers(lab, set_up):
+    ca_a = lab.ssh("cloudlet-a", "cat /etc/cloudlet/pki/ca.pem").stdout
+    lab.ssh("cloudlet-b", f"cat > /root/ca-a.pem <<'EOF'\n{ca_a}EOF")
 
     # A paired cloudlet (cloudlet-b, paired here through the admin API) is known by its cert.
     ca_b = lab.ssh("cloudlet-b", "cat /etc/cloudlet/pki/ca.pem").stdout
     params_b = lab.ssh("cloudlet-b", "base64 -w0 /etc/cloudlet/pki/ibe/ibe_params.bin").stdout
     admin(lab, "cloudlet-a", "PUT", "/admin/cloudlets/cloudlet-b",
-          {"ca_pem": ca_b, "params": params_b.strip(), "api_host": "10.78.1.11",
+          {"ca_pem": ca_b, "params": params_b.strip(), "api_host": pair_address(lab, "cloudlet-b"),
            "api_port": MANAGER_PORT})
-    for name in ("peer.pem", "private/peer.key"):
-        (tmp_path / Path(name).name).write_text(
-            lab.ssh("cloudlet-b", f"cat /etc/cloudlet/pki/{name}").stdout)
-    peer = (str(tmp_path / "peer.pem"), str(tmp_path / "peer.key"))
-    status, body = https_get(a_ip, "/peer/info", ca_a, server_name, cert=peer)
+    pki_b = "/etc/cloudlet/pki"
+    status, body = peer_call(lab, f"{pki_b}/peer.pem", f"{pki_b}/private/peer.key")
     assert status == 200 and body.get("caller") == "cloudlet-b", body
 
     # No client certificate: the peer API refuses.
-    status, _ = https_get(a_ip, "/peer/info", ca_a, server_name)
-    assert status in (401, 403)
+    status, body = peer_call(lab)
+    assert status in (401, 403), body
 
     # A certificate from a CA cloudlet-a never paired with: refused at the TLS layer.
     rogue_key = pki.generate_key()
@@ -114,11 +111,15 @@ def test_manager_api_answers_over_mutual_tls_and_refuses_strangers(lab, set_up, 
     leaf_key = pki.generate_key()
     leaf = pki.issue_certificate(rogue_key, rogue_ca, leaf_key.public_key(),
                                  pki.Profile.PEER_CLIENT, pki.subject_names("cloudlet-b"))
-    (tmp_path / "rogue.pem").write_bytes(leaf)
-    (tmp_path / "rogue.key").write_bytes(pki.key_to_pem(leaf_key))
-    with pytest.raises((ssl.SSLError, ConnectionResetError)):
-        https_get(a_ip, "/peer/info", ca_a, server_name,
-                  cert=(str(tmp_path / "rogue.pem"), str(tmp_path / "rogue.key")))
+    lab.ssh("cloudlet-b", f"cat > /root/rogue.pem <<'EOF'\n{leaf.decode()}EOF\n"
+                          f"cat > /root/rogue.key <<'EOF'\n{pki.key_to_pem(leaf_key).decode()}EOF")
+    status, body = peer_call(lab, "/root/rogue.pem", "/root/rogue.key")
+    assert status == 0, body
+
+    # The management network does not reach the API at all.
+    a_mgmt = lab.ssh("cloudlet-a", "ip -4 -o addr show mgmt0").stdout.split()[3].split("/")[0]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((a_mgmt, MANAGER_PORT), timeout=10)
 
 
 def test_manager_keeps_its_state_across_a_restart(lab, set_up):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import stat
 from datetime import UTC, datetime
@@ -24,10 +25,11 @@ from test_manager_support import (
 from cloudlet import pki
 from cloudlet.crypto import ibe
 from cloudlet.crypto.identity import Period, device_identity
-from cloudlet.errors import StorageError
+from cloudlet.errors import ConfigError, StorageError
 from cloudlet.manager import __main__ as entry
 from cloudlet.manager import app as manager_app
 from cloudlet.manager import schema
+from cloudlet.manager.config import load_config
 from cloudlet.manager.store import Store
 
 PERIOD = str(Period.containing(datetime.now(UTC)))
@@ -257,3 +259,48 @@ def test_store_is_wal_with_foreign_keys_and_a_schema_version(tmp_path):
     con.close()
     with pytest.raises(StorageError, match="schema version 99"):
         Store(tmp_path / "m.db")
+
+
+def test_listens_on_the_listed_addresses_only(tmp_path, pkis, master_a):
+    with socket.socket() as probe:  # a port that is free now, for both addresses
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = make_config(
+        tmp_path, pkis["cl-alpha"], master_a, listen_hosts=("127.0.0.1", "127.0.0.2"),
+        listen_port=port,
+    )  # fmt: skip
+    run = Running(cfg)
+    try:
+        assert run.port == port
+        assert call(run, client_ctx(pkis["cl-alpha"]), "GET", "/openapi.json")[0] == 200
+        socket.create_connection(("127.0.0.2", port), timeout=5).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.3", port), timeout=5)
+    finally:
+        run.stop()
+
+
+def test_an_address_the_host_lacks_fails_start_with_a_clear_error(tmp_path, pkis, master_a):
+    cfg = make_config(tmp_path, pkis["cl-alpha"], master_a, listen_hosts=("192.0.2.1",))
+    with pytest.raises(ConfigError, match="Cannot listen on 192.0.2.1 port 0: .*listen_hosts"):
+        Running(cfg)
+    assert not cfg.admin_socket.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[]", "non-empty list"),
+        ('"10.0.0.1"', "must be a list"),
+        ('["10.0.0.1", "10.0.0.2"]\nlisten_port = 0', "single listen host"),
+    ],
+)
+def test_bad_listen_hosts_are_refused_by_name(tmp_path, value, message):
+    cfg = tmp_path / "manager.toml"
+    cfg.write_text(
+        'cloudlet_id = "cl-alpha"\nzone = "z"\nfqdn = "m.z"\ndb = "m.db"\n'
+        f'admin_socket = "a.sock"\nlisten_hosts = {value}\n[tls]\nca_cert = "ca.pem"\n'
+        'server_cert = "s.pem"\nserver_key = "s.key"\n[ibe]\nmaster_key = "m.key"\n'
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg)

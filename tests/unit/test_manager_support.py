@@ -69,7 +69,7 @@ def make_config(root: Path, p: CloudletPki, master: ibe.MasterKey, **kw) -> Conf
         server_cert=p.dir / "server.pem",
         server_key=p.dir / "server.key",
         master_key=root / f"{p.cloudlet_id}.master",
-        listen_host="127.0.0.1",
+        listen_hosts=("127.0.0.1",),
         listen_port=0,
         api_host="127.0.0.1",
         ssid=f"net-{p.cloudlet_id}",
