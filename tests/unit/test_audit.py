@@ -1,4 +1,4 @@
-"""audit.py: the hash chain, every kind of tampering, concurrency, no secrets."""
+"""cloudlet.audit: the hash chain, every kind of tampering, concurrency, no secrets."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cloudlet import audit
+from cloudlet.audit import records
 from cloudlet.errors import AuditError
 
 SECRET = "hunter2-TOP-SECRET"
@@ -143,7 +144,7 @@ def test_edited_line_with_recomputed_hash_breaks_the_next_line(tmp_path):
     rec = json.loads(lines[2])
     rec["outcome"] = "ok"
     body = {k: v for k, v in rec.items() if k != "hash"}
-    rec["hash"] = audit._digest(body, None)
+    rec["hash"] = records._digest(body, None)
     lines[2] = audit.Record(**rec).line()
     _write(log.path, lines)
     _broken(log.path, None, 4, "does not chain to line 3")
@@ -156,7 +157,7 @@ def test_keyed_line_cannot_be_recomputed_without_key(tmp_path):
     lines = _lines(path)
     rec = json.loads(lines[2])
     rec["outcome"] = "ok"
-    rec["hash"] = audit._digest({k: v for k, v in rec.items() if k != "hash"}, b"\x00" * 32)
+    rec["hash"] = records._digest({k: v for k, v in rec.items() if k != "hash"}, b"\x00" * 32)
     lines[2] = audit.Record(**rec).line()
     _write(path, lines)
     _broken(path, key, 3, "edited or forged")
@@ -247,7 +248,7 @@ def test_truncation_with_rewritten_head_needs_the_key(tmp_path):
     head = {"v": 1, "seq": 4, "hash": rec["hash"], "mac": None}
     log.head_path.write_text(json.dumps(head))
     _broken(log.path, key, 5, "head file")
-    head["mac"] = audit._head_mac(4, rec["hash"], b"\x01" * 32)
+    head["mac"] = records._head_mac(4, rec["hash"], b"\x01" * 32)
     log.head_path.write_text(json.dumps(head))
     _broken(log.path, key, 5, "was altered")
 
@@ -384,7 +385,7 @@ def test_no_log_task_record_has_name_and_outcome_only(tmp_path):
     data = log.path.read_bytes() + log.head_path.read_bytes()
     assert SECRET.encode() not in data
     assert rec.no_log is True and rec.task == label and rec.outcome == "changed"
-    assert set(json.loads(data.splitlines()[0])) == set(audit._TYPES)  # no args/result field
+    assert set(json.loads(data.splitlines()[0])) == set(records._TYPES)  # no args/result field
 
 
 def test_no_log_task_without_raw_name_logs_the_action_only():
@@ -418,4 +419,4 @@ def test_event_rejects_unknown_outcome_and_truncates_long_names():
     with pytest.raises(ValueError, match="outcome"):
         audit.task_result("r", playbook="p", host="h", task="t", outcome="exploded")
     ev = audit.task_result("r", playbook="p", host="h", task="x" * 5000, outcome="ok")
-    assert len(ev.task) == audit.MAX_TEXT and ev.task.endswith("...")
+    assert len(ev.task) == records.MAX_TEXT and ev.task.endswith("...")
