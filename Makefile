@@ -35,7 +35,10 @@ integration: setup
 MOLECULE_ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
 molecule: setup
-	set -e; for role in $(MOLECULE_ROLES); do (cd roles/$$role && molecule test); done
+	set -e; for role in $(MOLECULE_ROLES); do \
+	  start=$$(date +%s); (cd roles/$$role && molecule test); \
+	  echo "molecule $$role: passed in $$(( $$(date +%s) - start )) s"; \
+	done
 
 bench: setup
 	python benchmarks/bench_lab.py
