@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 from cloudlet.errors import LabError
+from cloudlet.lab import cgroup
 from cloudlet.lab.system import mounts_under, run
 from cloudlet.lab.topology import Machine
 
@@ -100,6 +101,7 @@ class MachineDir:
         self.base = Path(state_dir) / "machines" / name
         self.root = self.base / "root"
         self.pidfile = self.base / "nspawn.pid"
+        self.cgroup_key = f"{Path(state_dir).name}.{name}"
 
     # -- observation ---------------------------------------------------
     def pid(self) -> int | None:
@@ -181,6 +183,14 @@ class MachineDir:
             str(self.root),
         ]
         argv += [f"--bind={dev}" for dev in devices]
+        # A shell joins the machine's own cgroups, then execs nsenter, which
+        # execs nspawn: one PID throughout, so the PID file names the nspawn.
+        procs = []
+        for group in cgroup.machine_cgroups(self.cgroup_key):
+            group.mkdir(parents=True, exist_ok=True)
+            procs.append(str(group / "cgroup.procs"))
+        join = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1"; shift; n=$((n-1)); done'
+        argv = ["sh", "-ec", f'{join}; exec "$@"', "sh", str(len(procs)), *procs, *argv]
         log = open(self.base / "console.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
@@ -222,6 +232,7 @@ class MachineDir:
             run(["umount", point])
         if self.base.exists():
             shutil.rmtree(self.base)
+        cgroup.remove(self.cgroup_key)
         return existed
 
 

@@ -47,7 +47,10 @@ def traces(lab) -> dict[str, list[str]]:
             continue
         if lab.state_dir in cmd or lab.state_dir in mountinfo:
             procs.append(f"{pid} {cmd[:80]}")
+    cgroups = [str(d) for d in Path("/sys/fs/cgroup").glob("**/cloudlet-lab." + prefix[:-1] + ".*")
+               if d.is_dir()]
     return {
+        "cgroups": cgroups,
         "links": [link["ifname"] for link in links if link["ifname"].startswith(prefix)],
         "netns": [n for n in netns if n.startswith(prefix)],
         "mounts": mounts,
@@ -70,6 +73,23 @@ def test_systemd_is_pid_1(lab, host):
     assert state == "running", lab.ssh(host, "systemctl --failed --no-legend; "
                                              "journalctl -b -p err --no-pager | tail -20").stdout
     assert lab.ssh(host, "hostname").stdout.strip() == host
+
+
+def test_every_machine_has_a_cgroup_of_its_own(lab):
+    # Sharing one would let the machines' systemds remove each other's unit
+    # cgroups (units then fail with "Failed at step CGROUP").
+    inits = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        if argv[0].endswith(b"systemd-nspawn") and lab.state_dir.encode() in b" ".join(argv):
+            name = next(a for a in argv if a.startswith(b"--machine=")).decode().split("=")[1]
+            inits[name] = Path(f"/proc/{children[0]}/cgroup").read_text()
+    assert sorted(inits) == sorted(HOSTS)
+    assert len(set(inits.values())) == len(HOSTS), inits
 
 
 @pytest.mark.parametrize("host", CLOUDLETS)
@@ -152,5 +172,6 @@ def test_bring_up_clears_leftovers_of_an_earlier_run(lab):
 def test_tear_down_leaves_nothing(lab):
     assert traces(lab)["processes"], "the lab should be running before tear-down"
     lab.playbook("-e", "lab_state=absent")
-    assert traces(lab) == {"links": [], "netns": [], "mounts": [], "processes": [], "files": []}
+    assert traces(lab) == {"cgroups": [], "links": [], "netns": [], "mounts": [], "processes": [],
+                           "files": []}
     assert not lab.inventory.exists()
