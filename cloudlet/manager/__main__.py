@@ -48,13 +48,20 @@ def code_identity() -> str:
     return f"cloudlet {cloudlet.__version__} code sha256:{digest.hexdigest()}"
 
 
+class _Version(argparse.Action):
+    """``--version``: the digest is computed only when asked, not at every start."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the code identity and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(code_identity())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cloudlet-manager",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=code_identity())
+    parser = argparse.ArgumentParser(prog="cloudlet-manager", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--config", required=True, help="TOML or JSON configuration file")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")

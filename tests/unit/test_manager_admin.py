@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import sqlite3
 import stat
@@ -236,6 +237,15 @@ def test_entry_point_checks_config(tmp_path, capsys):
     assert entry.main(["--config", str(cfg), "--check"]) == 2
     assert "Unknown configuration key(s): colour" in capsys.readouterr().err
     assert entry.main(["--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_version_names_the_code_without_a_config(capsys):
+    with pytest.raises(SystemExit) as exited:
+        entry.main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out == entry.code_identity()
+    assert re.fullmatch(r"cloudlet \S+ code sha256:[0-9a-f]{64}", out)
 
 
 def test_start_fails_cleanly_without_keys(tmp_path, pkis, master_a):
