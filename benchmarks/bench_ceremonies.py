@@ -14,24 +14,10 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def playbook(name: str, *extra: str) -> float:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    start = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", f"playbooks/{name}.yml", *extra], cwd=ROOT,
-                          env=env, capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.exit(f"{name}.yml failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-1000:]}")
-    return elapsed
+from timing import ROOT, timed_playbook
 
 
 def main() -> None:
@@ -44,18 +30,18 @@ def main() -> None:
     inventory = scratch / "hosts.yml"
     lab = ["-e", "lab_name=cerb", "-e", "lab_subnet=10.86.0.0/16",
            "-e", f"lab_inventory_path={inventory}"]
-    records = ["-e", f"cloudlet_delivery_records_dir={scratch}/deliveries"]
+    on_lab = ["-i", str(inventory), "-e", f"cloudlet_delivery_records_dir={scratch}/deliveries"]
     times: dict[str, list[float]] = {"setup, first run": [], "setup, second run": [],
                                      "delivery": []}
     try:
         for _ in range(args.runs):
-            playbook("lab", *lab, "-e", "lab_state=absent")
-            playbook("lab", *lab)
-            times["setup, first run"].append(playbook("setup", "-i", str(inventory), *records))
-            times["setup, second run"].append(playbook("setup", "-i", str(inventory), *records))
-            times["delivery"].append(playbook("delivery", "-i", str(inventory), *records))
+            timed_playbook("lab", *lab, "-e", "lab_state=absent")
+            timed_playbook("lab", *lab)
+            times["setup, first run"].append(timed_playbook("setup", *on_lab))
+            times["setup, second run"].append(timed_playbook("setup", *on_lab))
+            times["delivery"].append(timed_playbook("delivery", *on_lab))
     finally:
-        playbook("lab", *lab, "-e", "lab_state=absent")
+        timed_playbook("lab", *lab, "-e", "lab_state=absent")
         shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"ceremonies on the lab: 2 cloudlets, 2 devices, {os.cpu_count()} CPUs (seconds)")

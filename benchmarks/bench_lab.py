@@ -14,25 +14,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from timing import timed_playbook
+
 TARGETS = {"warm bring-up": 60.0, "cold bring-up": 360.0}
-
-
-def playbook(*extra: str) -> float:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    start = time.monotonic()
-    proc = subprocess.run(["ansible-playbook", "playbooks/lab.yml", *extra], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - start
-    if proc.returncode != 0:
-        sys.exit(f"ansible-playbook failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-1000:]}")
-    return elapsed
 
 
 def main() -> None:
@@ -47,19 +34,19 @@ def main() -> None:
     down = [*common, "-e", "lab_state=absent"]
     times: dict[str, list[float]] = {"warm bring-up": [], "cold bring-up": [], "tear-down": []}
 
-    playbook(*down)
-    playbook(*common)  # make sure the main cache is warm
-    times["tear-down"].append(playbook(*down))
+    timed_playbook("lab", *down)
+    timed_playbook("lab", *common)  # make sure the main cache is warm
+    times["tear-down"].append(timed_playbook("lab", *down))
     for _ in range(args.runs):
-        times["warm bring-up"].append(playbook(*common))
-        times["tear-down"].append(playbook(*down))
+        times["warm bring-up"].append(timed_playbook("lab", *common))
+        times["tear-down"].append(timed_playbook("lab", *down))
     if not args.skip_cold:
         for _ in range(args.runs):
             cache = tempfile.mkdtemp(prefix="bench-cache-", dir="/var/tmp")
             try:
                 times["cold bring-up"].append(
-                    playbook(*common, "-e", f"lab_image_cache_dir={cache}"))
-                times["tear-down"].append(playbook(*down))
+                    timed_playbook("lab", *common, "-e", f"lab_image_cache_dir={cache}"))
+                times["tear-down"].append(timed_playbook("lab", *down))
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(inventory.parent, ignore_errors=True)
