@@ -56,6 +56,10 @@ class Lab:
             capture_output=True, text=True, timeout=120, check=check,
         )
 
+    def address(self, host: str, ifname: str) -> str:
+        """The IPv4 address a lab machine has on one of its links, read on the machine."""
+        return self.ssh(host, f"ip -4 -o addr show {ifname}").stdout.split()[3].split("/")[0]
+
     def libvirt_uri(self, host: str) -> str:
         return f"qemu+ssh://{host}/system?command={self.state_dir}/ssh"
 

@@ -123,7 +123,7 @@ def test_guest_live_migrates_between_cloudlets_over_the_pairing_link(lab, tmp_pa
     virsh(src, "create", str(xml))
     uuid = virsh(src, "domuuid", "lab-mig").stdout.strip()
     time.sleep(1)  # let the guest's firmware run, so there is state to move
-    dst_ip = lab.ssh("cloudlet-b", "ip -4 -o addr show pair0").stdout.split()[3].split("/")[0]
+    dst_ip = lab.address("cloudlet-b", "pair0")
     before = _tx_bytes(lab, "cloudlet-a", "pair0")
     try:
         virsh(src, "migrate", "--live", "lab-mig", dst, "--migrateuri", f"tcp://{dst_ip}")

@@ -45,7 +45,7 @@ def peer_call(lab, cert: str = "", key: str = "") -> tuple[int, dict]:
     Returns the HTTP status and JSON body; status 0 means no HTTP answer came
     (curl failed, e.g. the TLS handshake was refused).
     """
-    a_pair = pair_address(lab, "cloudlet-a")
+    a_pair = lab.address("cloudlet-a", "pair0")
     client = f"--cert {cert} --key {key}" if cert else ""
     proc = lab.ssh("cloudlet-b",
                    f"curl -sS --cacert /root/ca-a.pem {client} -w '\\n%{{http_code}}' "
@@ -55,10 +55,6 @@ def peer_call(lab, cert: str = "", key: str = "") -> tuple[int, dict]:
     if proc.returncode != 0:
         return 0, {"curl": proc.returncode, "stderr": proc.stderr}
     return int(status), (json.loads(body) if body.startswith("{") else {})
-
-
-def pair_address(lab, host: str) -> str:
-    return lab.ssh(host, "ip -4 -o addr show pair0").stdout.split()[3].split("/")[0]
 
 
 def test_setup_then_a_second_run_changes_nothing(lab, set_up):
@@ -94,8 +90,9 @@ def test_manager_api_answers_over_mutual_tls_and_refuses_strangers(lab, set_up):
     # A paired cloudlet (cloudlet-b, paired here through the admin API) is known by its cert.
     ca_b = lab.ssh("cloudlet-b", "cat /etc/cloudlet/pki/ca.pem").stdout
     params_b = lab.ssh("cloudlet-b", "base64 -w0 /etc/cloudlet/pki/ibe/ibe_params.bin").stdout
+    b_pair = lab.address("cloudlet-b", "pair0")
     admin(lab, "cloudlet-a", "PUT", "/admin/cloudlets/cloudlet-b",
-          {"ca_pem": ca_b, "params": params_b.strip(), "api_host": pair_address(lab, "cloudlet-b"),
+          {"ca_pem": ca_b, "params": params_b.strip(), "api_host": b_pair,
            "api_port": MANAGER_PORT})
     pki_b = "/etc/cloudlet/pki"
     status, body = peer_call(lab, f"{pki_b}/peer.pem", f"{pki_b}/private/peer.key")
@@ -117,7 +114,7 @@ def test_manager_api_answers_over_mutual_tls_and_refuses_strangers(lab, set_up):
     assert status == 0, body
 
     # The management network does not reach the API at all.
-    a_mgmt = lab.ssh("cloudlet-a", "ip -4 -o addr show mgmt0").stdout.split()[3].split("/")[0]
+    a_mgmt = lab.address("cloudlet-a", "mgmt0")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((a_mgmt, MANAGER_PORT), timeout=10)
 
@@ -193,7 +190,7 @@ def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
     # Setup-time access is gone: only the field admin's key is authorised now.
     keys = lab.ssh("cloudlet-a", "cat /root/.ssh/authorized_keys").stdout
     assert "cloudlet-lab-field-admin" in keys and "cloudlet-lab-provisioning" not in keys
-    a_ip = lab.ssh("cloudlet-a", "ip -4 -o addr show mgmt0").stdout.split()[3].split("/")[0]
+    a_ip = lab.address("cloudlet-a", "mgmt0")
     old_key = subprocess.run(
         ["ssh", "-i", f"{lab.state_dir}/id_ed25519", "-o", "IdentitiesOnly=yes",
          "-o", f"UserKnownHostsFile={lab.state_dir}/known_hosts", "-o", "BatchMode=yes",
