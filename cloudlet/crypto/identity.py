@@ -10,7 +10,15 @@ separator, so two different identities can never encode to the same string::
 
     cloudlet-id-v1/<cloudlet id>/<device id or ->/<period>
     cloudlet-id-v1/cl-alpha/tablet-07/2026-11
+    cloudlet-id-v1/cl-alpha/tablet-07@cl-bravo/2026-11  (a visitor from cl-bravo)
     cloudlet-id-v1/cl-alpha/-/2026-11-26        (the cloudlet itself, one day)
+
+A device's *home* is the cloudlet that paired it. When a device follows its
+SVM to another cloudlet, the new cloudlet issues it a key for
+``<device>@<home>``: a device id is only unique at its home, so without the
+home a visitor ``tablet-07`` and the new cloudlet's own ``tablet-07`` would
+get the same key. The home is written only when it differs from the issuing
+cloudlet, so every identity has exactly one spelling.
 
 Ids are DNS labels (lowercase letters, digits, inner hyphens, 1..63 chars);
 periods are a calendar month ``YYYY-MM`` or a day ``YYYY-MM-DD``, in UTC.
@@ -136,11 +144,16 @@ class Period:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who an IBE key belongs to. ``device_id`` is None for the cloudlet itself."""
+    """Who an IBE key belongs to. ``device_id`` is None for the cloudlet itself.
+
+    ``home`` is the device's home cloudlet when that is not ``cloudlet_id``
+    (a visiting device); None means the device is the issuer's own.
+    """
 
     cloudlet_id: str
     device_id: str | None
     period: Period
+    home: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.period, Period):
@@ -151,13 +164,35 @@ class Identity:
             normalise_id(self.device_id, "device id") != self.device_id
         ):
             raise IdentityError(f"device id {self.device_id!r} is not in canonical form.")
+        if self.home is not None:
+            if self.device_id is None:
+                raise IdentityError("Only a device identity has a home cloudlet.")
+            if normalise_id(self.home, "home cloudlet") != self.home:
+                raise IdentityError(f"home cloudlet {self.home!r} is not in canonical form.")
+            if self.home == self.cloudlet_id:
+                raise IdentityError(
+                    f"{self.device_id!r} is {self.cloudlet_id!r}'s own device; "
+                    "its identity carries no home."
+                )
 
     @property
     def is_device(self) -> bool:
         return self.device_id is not None
 
+    @property
+    def home_cloudlet(self) -> str:
+        """The cloudlet that paired this device (the issuer, unless it is a visitor)."""
+        return self.home or self.cloudlet_id
+
+    @property
+    def device_name(self) -> str | None:
+        """The device part of the identity: ``tablet-07`` or ``tablet-07@cl-bravo``."""
+        if self.device_id is None:
+            return None
+        return f"{self.device_id}@{self.home}" if self.home else self.device_id
+
     def __str__(self) -> str:
-        device = self.device_id if self.device_id is not None else "-"
+        device = self.device_name or "-"
         return f"{IDENTITY_PREFIX}/{self.cloudlet_id}/{device}/{self.period.label}"
 
     def encode(self) -> bytes:
@@ -180,8 +215,10 @@ class Identity:
                 f"{text!r} is not a cloudlet identity.",
                 f"Expected {IDENTITY_PREFIX}/<cloudlet>/<device or ->/<period>.",
             )
-        device = None if parts[2] == "-" else parts[2]
-        ident = cls(parts[1], device, Period(parts[3]))
+        device = home = None
+        if parts[2] != "-":
+            device, _, home = parts[2].partition("@")
+        ident = cls(parts[1], device, Period(parts[3]), home or None)
         if str(ident) != text:
             raise IdentityError(f"{text!r} is not in canonical form.")
         return ident
@@ -192,14 +229,25 @@ def device_identity(
     device_id: str,
     period: Period | str | None = None,
     now: datetime | None = None,
+    home: str | None = None,
 ) -> Identity:
-    """Identity for a device key; the period defaults to the current month."""
+    """Identity for a device key; the period defaults to the current month.
+
+    ``home`` names a visiting device's home cloudlet; the issuer's own
+    devices (``home`` None or equal to ``cloudlet_id``) carry none.
+    """
     if period is None:
         period = Period.containing(now)
     elif isinstance(period, str):
         period = Period(period)
+    cloudlet_id = normalise_id(cloudlet_id, "cloudlet id")
+    if home is not None:
+        home = normalise_id(home, "home cloudlet")
     return Identity(
-        normalise_id(cloudlet_id, "cloudlet id"), normalise_id(device_id, "device id"), period
+        cloudlet_id,
+        normalise_id(device_id, "device id"),
+        period,
+        None if home == cloudlet_id else home,
     )
 
 

@@ -52,7 +52,7 @@ MESSAGE_SCHEMA = {
     "required": ["device_id", "kind", "issuer", "body"],
     "additionalProperties": False,
     "properties": {
-        "device_id": schema.ID,
+        "device_id": schema.DEVICE_NAME,
         "kind": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$", "maxLength": 32},
         "issuer": schema.ID,
         "body": schema.BASE64,
@@ -67,9 +67,9 @@ def _period(label: str) -> Period:
         raise RequestError(exc.message, exc.hint) from None
 
 
-def _match_id(request: web.Request, name: str) -> str:
+def _match_id(request: web.Request, name: str, kind: dict = schema.ID) -> str:
     value = request.match_info[name]
-    schema.validate(schema.ID, value)
+    schema.validate(kind, value)
     return value
 
 
@@ -83,7 +83,7 @@ async def list_devices(request: web.Request) -> web.Response:
 
 
 async def get_device(request: web.Request) -> web.Response:
-    device_id = _match_id(request, "device_id")
+    device_id = _match_id(request, "device_id", schema.DEVICE_NAME)
     rec = state(request).store.get_device(device_id)
     if rec is None:
         raise NotFoundError(f"Device {device_id!r} is not paired with this cloudlet.")
@@ -91,7 +91,7 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 async def put_device(request: web.Request) -> web.Response:
-    device_id = _match_id(request, "device_id")
+    device_id = _match_id(request, "device_id", schema.DEVICE_NAME)
     data = await json_body(request, DEVICE_SCHEMA)
     start = _period(data["valid_from"])
     end = _period(data.get("valid_until", data["valid_from"]))
@@ -109,7 +109,7 @@ async def put_device(request: web.Request) -> web.Response:
 
 
 async def delete_device(request: web.Request) -> web.Response:
-    device_id = _match_id(request, "device_id")
+    device_id = _match_id(request, "device_id", schema.DEVICE_NAME)
     return reply({"changed": state(request).store.remove_device(device_id)})
 
 
@@ -261,15 +261,20 @@ def _r(method: str, path: str, handler, summary: str, **kw) -> Route:
 ROUTES = [
     _r("GET", "/admin/info", admin_info, "This cloudlet's id, CA fingerprint and IBE params."),
     _r("GET", "/admin/devices", list_devices, "Paired devices.", query=("service_id",)),
-    _r("GET", "/admin/devices/{device_id}", get_device, "One paired device."),
+    _r("GET", "/admin/devices/{device_id}", get_device, "One paired device or visitor."),
     _r(
         "PUT",
         "/admin/devices/{device_id}",
         put_device,
-        "Pair, update or revoke a device (idempotent).",
+        "Pair, update or revoke a device; update or revoke a visitor (idempotent).",
         body=DEVICE_SCHEMA,
     ),
-    _r("DELETE", "/admin/devices/{device_id}", delete_device, "Forget a device and its messages."),
+    _r(
+        "DELETE",
+        "/admin/devices/{device_id}",
+        delete_device,
+        "Forget a device or visitor (id@home) and its messages.",
+    ),
     _r("GET", "/admin/eap-users", eap_users, "802.1X credentials for the network role."),
     _r("GET", "/admin/cloudlets", list_cloudlets, "Paired cloudlets."),
     _r(

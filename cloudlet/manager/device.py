@@ -39,7 +39,7 @@ async def authenticate(request: web.Request) -> tuple[DeviceRecord, Identity, by
         ident = st.verifier.verify(proof, binding, now=st.clock())
     except IdentityError as exc:  # expired or not-yet-valid key
         raise AuthenticationError(exc.message, exc.hint) from None
-    device = st.store.get_device(ident.device_id or "")
+    device = st.store.get_device(ident.device_name or "")
     if device is None:
         raise DeviceForbidden(f"Device {ident.device_id!r} is not paired with this cloudlet.")
     if device.revoked:
@@ -96,7 +96,7 @@ async def locate_svm(request: web.Request) -> web.Response:
     await authenticate(request)
     service_id = request.match_info["service_id"]
     svm = state(request).store.get_svm(service_id)
-    if svm is None:
+    if svm is None or svm.state != "active":
         raise NotFoundError(f"No service VM {service_id!r} on this cloudlet.")
     return reply({"service_id": svm.service_id, "fqdn": svm.fqdn, "ports": list(svm.ports)})
 

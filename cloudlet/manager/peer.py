@@ -2,15 +2,23 @@
 
 The caller is whoever's paired CA issued the client certificate
 (``tlsctx.identify_peer``); nothing in the request body can claim another
-identity. In particular, device credentials are always sealed under the
-*caller's* stored IBE params, so a peer can only obtain bundles that its
-own devices can open.
+identity. A peer is trusted for its own things only:
+
+* device credentials are only issued for the caller's identities, always
+  for a fresh visitor name here (``<id>@<home>``) and sealed under the
+  *caller's* stored IBE params, so a peer can only obtain bundles that its
+  own devices can open, and never this cloudlet's own devices' keys or EAP
+  passwords, nor those of a visitor another peer brought;
+* a service VM record may only be registered by the peer it is migrating
+  from; it stays pending until that peer commits it (the VM runs here) and
+  is dropped if the peer aborts. Local records and other peers' are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from aiohttp import web
@@ -79,7 +87,7 @@ def caller(request: web.Request) -> CloudletRecord:
     return identify_peer(peer_certificate(ssl_object), state(request).store.cloudlets())
 
 
-def svm_record(data: dict, origin: str) -> SvmRecord:
+def svm_record(data: dict, origin: str, svm_state: str = "active") -> SvmRecord:
     names = [i["name"] for i in data["images"]]
     if len(set(names)) != len(names):
         raise RequestError("Two images of the service VM have the same name.")
@@ -90,6 +98,7 @@ def svm_record(data: dict, origin: str) -> SvmRecord:
         tuple(data["ports"]),
         tuple(sorted((i["name"], i["sha256"]) for i in data["images"])),
         origin,
+        svm_state,
     )
 
 
@@ -114,7 +123,7 @@ async def info(request: web.Request) -> web.Response:
             "caller": peer.cloudlet_id,
             "ca_fingerprint": st.ca_fingerprint,
             "params": b64(formats.encode_params(st.master.params)),
-            "services": [s.public() for s in st.store.svms()],
+            "services": [s.public() for s in st.store.svms() if s.state == "active"],
             "mem_available_mib": _mem_available_mib(),
         }
     )
@@ -122,12 +131,40 @@ async def info(request: web.Request) -> web.Response:
 
 async def receive_svm(request: web.Request) -> web.Response:
     peer = caller(request)
-    rec = svm_record(await json_body(request, SVM_SCHEMA), peer.cloudlet_id)
-    changed = state(request).store.put_svm(rec)
-    return reply({"service_id": rec.service_id, "changed": changed})
+    data = await json_body(request, SVM_SCHEMA)
+    rec = svm_record(data, peer.cloudlet_id, "pending")
+    changed = state(request).store.receive_svm(rec)
+    return reply({"service_id": rec.service_id, "state": rec.state, "changed": changed})
 
 
-def _recipients(peer: CloudletRecord, devices: list[dict]) -> list[tuple[str, Identity]]:
+async def commit_svm(request: web.Request) -> web.Response:
+    peer = caller(request)
+    service_id = request.match_info["service_id"]
+    schema.validate(schema.ID, service_id)
+    changed = state(request).store.commit_svm(service_id, peer.cloudlet_id)
+    return reply({"service_id": service_id, "state": "active", "changed": changed})
+
+
+async def abort_svm(request: web.Request) -> web.Response:
+    peer = caller(request)
+    service_id = request.match_info["service_id"]
+    schema.validate(schema.ID, service_id)
+    changed = state(request).store.abort_svm(service_id, peer.cloudlet_id)
+    return reply({"service_id": service_id, "changed": changed})
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One device's credentials: its identity at the caller, its name and identity here."""
+
+    recipient: Identity
+    name: str
+    identity: Identity
+    password: str = ""
+
+
+def _jobs(own_id: str, peer: CloudletRecord, devices: list[dict], period: Period) -> list[_Job]:
+    """Refuse identities that are not the caller's own devices; name each visitor here."""
     out, seen = [], set()
     for item in devices:
         try:
@@ -140,33 +177,33 @@ def _recipients(peer: CloudletRecord, devices: list[dict]) -> list[tuple[str, Id
                 f"{peer.cloudlet_id!r}.",
                 "Nothing was issued. A cloudlet may only ask for credentials for its own devices.",
             )
-        if item["device_id"] in seen:
-            raise RequestError(f"Device {item['device_id']!r} is listed twice.")
-        seen.add(item["device_id"])
-        out.append((item["device_id"], ident))
+        if ident.home_cloudlet == own_id:
+            raise ConflictError(
+                f"Device {ident.device_id!r} is this cloudlet's own device.",
+                "Nothing was issued. It still holds its credentials here; leave it out.",
+            )
+        here = device_identity(own_id, ident.device_id, period, home=ident.home_cloudlet)
+        if here.device_name in seen:
+            raise RequestError(f"Device {here.device_name!r} is listed twice.")
+        seen.add(here.device_name)
+        out.append(_Job(ident, here.device_name, here))
     return out
 
 
-def _issue(
-    st: State,
-    peer: CloudletRecord,
-    jobs: list[tuple[str, Identity, str]],
-    period: Period,
-    now: datetime,
-) -> list[bytes]:
+def _issue(st: State, peer: CloudletRecord, jobs: list[_Job], now: datetime) -> list[bytes]:
     """CPU-bound: runs in a worker thread so the event loop keeps serving."""
     params = formats.decode_params(peer.params)
-    signer = bundles.issuer_key(st.master, period)
+    signer = bundles.issuer_key(st.master, jobs[0].identity.period)
     cfg = st.config
     out = []
-    for device_id, recipient, password in jobs:
-        network = bundles.NetworkCredential(cfg.ssid, device_id, password, cfg.eap_method)
+    for job in jobs:
+        network = bundles.NetworkCredential(cfg.ssid, job.name, job.password, cfg.eap_method)
         out.append(
             bundles.issue_device_bundle(
                 st.master,
-                device_identity(st.master.cloudlet_id, device_id, period),
+                job.identity,
                 params,
-                recipient,
+                job.recipient,
                 st.ca_pem,
                 network,
                 cfg.api_host,
@@ -195,28 +232,28 @@ async def device_credentials(request: web.Request) -> web.Response:
         raise RequestError(
             f"Credentials can be issued for {current} or {current.next()}, not {period}."
         )
-    recipients = _recipients(peer, data["devices"])
-    jobs = []
-    for device_id, ident in recipients:
-        known = st.store.get_device(device_id)
-        if known is not None and known.revoked:
-            raise ConflictError(
-                f"Device {device_id!r} is revoked on this cloudlet.",
-                "Nothing was issued. Leave it out, or pair it again here first.",
-            )
-        jobs.append((device_id, ident, known.eap_password if known else secrets.token_urlsafe(24)))
+    jobs = _jobs(st.master.cloudlet_id, peer, data["devices"], period)
+    known = st.store.check_adoptable([j.name for j in jobs], peer.cloudlet_id)
+    # A visitor this peer brought before keeps the password issued for it then
+    # (a retried request changes nothing); every other one gets a fresh one.
+    jobs = [
+        replace(j, password=k.eap_password if k else secrets.token_urlsafe(24))
+        for j, k in zip(jobs, known, strict=True)
+    ]
     loop = asyncio.get_running_loop()
-    sealed = await loop.run_in_executor(None, _issue, st, peer, jobs, period, now)
+    sealed = await loop.run_in_executor(None, _issue, st, peer, jobs, now)
     nb, na = int(period.not_before.timestamp()), int(period.not_after.timestamp())
-    st.store.adopt_devices([(d, nb, na, pw) for d, _i, pw in jobs], data.get("service_id"))
+    st.store.adopt_devices(
+        [(j.name, nb, na, j.password) for j in jobs], data.get("service_id"), peer.cloudlet_id
+    )
     return reply(
         {
             "issuer": st.master.cloudlet_id,
             "recipient_cloudlet": peer.cloudlet_id,
             "period": str(period),
             "credentials": [
-                {"device_id": d, "bundle": b64(blob)}
-                for (d, _i, _p), blob in zip(jobs, sealed, strict=True)
+                {"device_id": j.recipient.device_id, "name": j.name, "bundle": b64(blob)}
+                for j, blob in zip(jobs, sealed, strict=True)
             ],
         }
     )
@@ -238,6 +275,22 @@ ROUTES = [
         "Receive a migrating service VM's metadata into our SVM repository.",
         "peer-mtls",
         body=SVM_SCHEMA,
+        tag="peer",
+    ),
+    Route(
+        "POST",
+        "/peer/svms/{service_id}/commit",
+        commit_svm,
+        "The caller's migration of this service VM has completed: make its record active.",
+        "peer-mtls",
+        tag="peer",
+    ),
+    Route(
+        "DELETE",
+        "/peer/svms/{service_id}",
+        abort_svm,
+        "The caller's migration of this service VM failed: drop its pending record.",
+        "peer-mtls",
         tag="peer",
     ),
     Route(

@@ -20,10 +20,16 @@ from typing import Any
 
 from cloudlet.errors import RequestError
 
-__all__ = ["ID", "SHA256", "check", "parse_json", "validate"]
+__all__ = ["DEVICE_NAME", "ID", "SHA256", "check", "parse_json", "validate"]
 
 # Reusable fragments.
 ID = {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", "maxLength": 63}
+# A device's name on a cloudlet: its id, plus "@<home cloudlet>" for a visitor.
+DEVICE_NAME = {
+    "type": "string",
+    "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)?$",
+    "maxLength": 127,
+}
 HOST = {"type": "string", "pattern": "^[A-Za-z0-9.:-]{1,253}$", "maxLength": 253}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$", "maxLength": 64}

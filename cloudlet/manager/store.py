@@ -7,6 +7,18 @@ file holds per-device EAP passwords, so it is created 0600.
 
 Messages are kept until the device acknowledges them (KD-Cloudlet deleted
 them on read, so a dropped reply lost the credentials for good).
+
+Devices are stored under their *name* on this cloudlet: the bare id for
+this cloudlet's own devices, ``<id>@<home>`` for a visitor whose home is
+another cloudlet (``Identity.device_name``), so a visitor and a local device
+with the same id are two records that can never be confused. A visitor also
+records ``via``, the paired cloudlet that brought it: only that peer may ask
+for its credentials again.
+
+A service VM received from a peer is ``pending`` until its migration has
+completed (the peer commits it once the VM runs here); a pending record is
+not shown to devices and is dropped when the migration is aborted or after
+``PENDING_SVM_TTL``.
 """
 
 from __future__ import annotations
@@ -39,7 +51,8 @@ __all__ = [
     "SvmRecord",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PENDING_SVM_TTL = 6 * 3600  # seconds: longer than any migration over a tactical link
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -58,7 +71,8 @@ CREATE TABLE devices (
     not_after    INTEGER NOT NULL CHECK (not_after > not_before),
     revoked      INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
     eap_password TEXT NOT NULL,
-    updated_at   INTEGER NOT NULL
+    updated_at   INTEGER NOT NULL,
+    via          TEXT NOT NULL DEFAULT '' CHECK ((via = '') = (instr(device_id, '@') = 0))
 );
 CREATE TABLE device_services (
     device_id  TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
@@ -71,7 +85,8 @@ CREATE TABLE svms (
     memory_mib INTEGER NOT NULL CHECK (memory_mib > 0),
     ports      TEXT NOT NULL,
     origin     TEXT NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    state      TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'pending'))
 );
 CREATE TABLE svm_images (
     service_id TEXT NOT NULL REFERENCES svms (service_id) ON DELETE CASCADE,
@@ -98,6 +113,17 @@ CREATE TABLE seen_proofs (
 CREATE INDEX seen_proofs_expiry ON seen_proofs (expires_at);
 """
 
+# From each older schema version to the next; a release that reads version N
+# can open every database an earlier release wrote.
+_UPGRADES = {
+    1: """
+ALTER TABLE devices ADD COLUMN
+    via TEXT NOT NULL DEFAULT '' CHECK ((via = '') = (instr(device_id, '@') = 0));
+ALTER TABLE svms ADD COLUMN
+    state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'pending'));
+""",
+}
+
 
 @dataclass(frozen=True)
 class CloudletRecord:
@@ -111,20 +137,28 @@ class CloudletRecord:
 
 @dataclass(frozen=True, repr=False)
 class DeviceRecord:
-    device_id: str
+    device_id: str  # the name here: ``tablet-07``, or ``tablet-07@cl-bravo`` for a visitor
     not_before: int
     not_after: int
     revoked: bool
     eap_password: str
     services: tuple[str, ...]
+    via: str = ""  # the peer that brought a visitor; "" for this cloudlet's own devices
 
     def __repr__(self) -> str:
         return f"DeviceRecord({self.device_id!r}, revoked={self.revoked}, <password>)"
+
+    @property
+    def home(self) -> str | None:
+        """A visitor's home cloudlet; None for this cloudlet's own devices."""
+        return self.device_id.partition("@")[2] or None
 
     def public(self) -> dict:
         """What the admin API shows: everything but the EAP password."""
         return {
             "device_id": self.device_id,
+            "home": self.home,
+            "via": self.via or None,
             "not_before": self.not_before,
             "not_after": self.not_after,
             "revoked": self.revoked,
@@ -139,7 +173,8 @@ class SvmRecord:
     memory_mib: int
     ports: tuple[int, ...]
     images: tuple[tuple[str, str], ...]  # (name, sha256), sorted by name
-    origin: str
+    origin: str  # "local", or the peer it is migrating (or has migrated) from
+    state: str = "active"  # "pending" while its migration from ``origin`` runs
 
     def public(self) -> dict:
         return {
@@ -149,6 +184,7 @@ class SvmRecord:
             "ports": list(self.ports),
             "images": [{"name": n, "sha256": h} for n, h in self.images],
             "origin": self.origin,
+            "state": self.state,
         }
 
 
@@ -213,6 +249,12 @@ class Store:
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
                 return
             (version,) = db.execute("SELECT version FROM schema_version").fetchone()
+            while version in _UPGRADES:
+                for statement in _UPGRADES[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                version += 1
+                db.execute("UPDATE schema_version SET version = ?", (version,))
             if version != SCHEMA_VERSION:
                 raise StorageError(
                     f"The Manager database {self.path} has schema version {version}; "
@@ -289,10 +331,24 @@ class Store:
         services: tuple[str, ...] = (),
         eap_password: str | None = None,
     ) -> bool:
-        """Insert or update a device; keeps its EAP password unless one is given."""
+        """Insert or update one of this cloudlet's own devices, or update a visitor.
+
+        Keeps its EAP password unless one is given. Visitors (``id@home``)
+        only arrive through ``adopt_devices``; here they can be revoked or
+        changed, never created.
+        """
         with self._tx() as db:
+            via = ""
+            if "@" in device_id:
+                old = self._device(db, device_id)
+                if old is None:
+                    raise NotFoundError(
+                        f"No visiting device {device_id!r} on this cloudlet.",
+                        "Pair devices under their own id; visitors come with a migration.",
+                    )
+                via = old.via
             return self._put_device(
-                db, device_id, not_before, not_after, revoked, services, eap_password
+                db, device_id, not_before, not_after, revoked, services, eap_password, via
             )
 
     def _put_device(
@@ -304,21 +360,22 @@ class Store:
         revoked: bool,
         services: tuple[str, ...],
         eap_password: str | None,
+        via: str = "",
     ) -> bool:
         old = self._device(db, device_id)
         password = eap_password or (old.eap_password if old else secrets.token_urlsafe(24))
         new = DeviceRecord(
-            device_id, not_before, not_after, revoked, password, tuple(sorted(set(services)))
+            device_id, not_before, not_after, revoked, password, tuple(sorted(set(services))), via
         )
         if old == new:
             return False
         db.execute(
             "INSERT INTO devices (device_id, not_before, not_after, revoked, eap_password, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
-            "not_before = excluded.not_before, not_after = excluded.not_after, "
+            "updated_at, via) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE "
+            "SET not_before = excluded.not_before, not_after = excluded.not_after, "
             "revoked = excluded.revoked, eap_password = excluded.eap_password, "
-            "updated_at = excluded.updated_at",
-            (device_id, not_before, not_after, int(revoked), password, int(time.time())),
+            "updated_at = excluded.updated_at, via = excluded.via",
+            (device_id, not_before, not_after, int(revoked), password, int(time.time()), via),
         )
         db.execute("DELETE FROM device_services WHERE device_id = ?", (device_id,))
         db.executemany(
@@ -327,30 +384,56 @@ class Store:
         )
         return True
 
-    def adopt_devices(
-        self, devices: list[tuple[str, int, int, str]], service_id: str | None
-    ) -> None:
-        """Pair migrating devices (id, not_before, not_after, EAP password) at once.
+    def check_adoptable(self, devices: list[str], via: str) -> list[DeviceRecord | None]:
+        """The records of visitors ``via`` may bring (``id@home`` names); refuse the rest.
 
-        The passwords are those sealed into the bundles just issued. A device
-        this cloudlet has revoked stays revoked: the whole request is refused,
-        so a peer cannot bring a revoked device back in.
+        A peer is trusted for its own devices only: never for this
+        cloudlet's own devices, never for a visitor another peer brought,
+        and never for a device revoked here. Nothing stored here (key,
+        EAP password) is ever handed to another peer.
+        """
+        return self._check_adoptable(self._db, devices, via)
+
+    def _check_adoptable(
+        self, db: sqlite3.Connection, devices: list[str], via: str
+    ) -> list[DeviceRecord | None]:
+        out, refused = [], []
+        for name in devices:
+            if "@" not in name or not via:
+                raise ValueError(f"{name!r} is not a visitor's name")
+            old = self._device(db, name)
+            if old is not None and (old.via != via or old.revoked):
+                why = "revoked here" if old.revoked else f"brought by {old.via}"
+                refused.append(f"{name} ({why})")
+            out.append(old)
+        if refused:
+            raise ConflictError(
+                f"Device(s) {', '.join(refused)} cannot be issued credentials for {via!r}.",
+                "Nothing was issued. A cloudlet may only ask for its own devices; leave these "
+                "out, or the admin here removes the stale record first.",
+            )
+        return out
+
+    def adopt_devices(
+        self, devices: list[tuple[str, int, int, str]], service_id: str | None, via: str
+    ) -> None:
+        """Pair visitors (``id@home``, not_before, not_after, EAP password) brought by ``via``.
+
+        The passwords are those sealed into the bundles just issued. The
+        checks of ``check_adoptable`` run again inside the transaction, so a
+        device revoked or taken over meanwhile refuses the whole request.
         """
         with self._tx() as db:
-            revoked = [d[0] for d in devices if (r := self._device(db, d[0])) and r.revoked]
-            if revoked:
-                raise ConflictError(
-                    f"Device(s) {', '.join(sorted(revoked))} are revoked on this cloudlet.",
-                    "Nothing was issued. Leave them out, or pair them again here first.",
-                )
-            for device_id, not_before, not_after, password in devices:
-                old = self._device(db, device_id)
+            olds = self._check_adoptable(db, [d[0] for d in devices], via)
+            for (device_id, not_before, not_after, password), old in zip(
+                devices, olds, strict=True
+            ):
                 services = set(old.services) if old else set()
                 if service_id:
                     services.add(service_id)
                 lo = min(not_before, old.not_before) if old else not_before
                 hi = max(not_after, old.not_after) if old else not_after
-                self._put_device(db, device_id, lo, hi, False, tuple(services), password)
+                self._put_device(db, device_id, lo, hi, False, tuple(services), password, via)
 
     def remove_device(self, device_id: str) -> bool:
         with self._tx() as db:
@@ -360,7 +443,7 @@ class Store:
     @staticmethod
     def _device(db: sqlite3.Connection, device_id: str) -> DeviceRecord | None:
         row = db.execute(
-            "SELECT device_id, not_before, not_after, revoked, eap_password "
+            "SELECT device_id, not_before, not_after, revoked, eap_password, via "
             "FROM devices WHERE device_id = ?",
             (device_id,),
         ).fetchone()
@@ -371,7 +454,7 @@ class Store:
             (device_id,),
         ).fetchall()
         return DeviceRecord(
-            row[0], row[1], row[2], bool(row[3]), row[4], tuple(s[0] for s in services)
+            row[0], row[1], row[2], bool(row[3]), row[4], tuple(s[0] for s in services), row[5]
         )
 
     def get_device(self, device_id: str) -> DeviceRecord | None:
@@ -391,28 +474,89 @@ class Store:
     # --- service VMs ----------------------------------------------------------
 
     def put_svm(self, rec: SvmRecord) -> bool:
+        """Insert or replace a record as given (the admin's own import)."""
         with self._tx() as db:
-            if self._svm(db, rec.service_id) == rec:
-                return False
+            return self._put_svm(db, rec)
+
+    def _put_svm(self, db: sqlite3.Connection, rec: SvmRecord) -> bool:
+        if self._svm(db, rec.service_id) == rec:
+            return False
+        db.execute(
+            "INSERT INTO svms (service_id, fqdn, memory_mib, ports, origin, updated_at, state) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service_id) DO UPDATE "
+            "SET fqdn = excluded.fqdn, memory_mib = excluded.memory_mib, "
+            "ports = excluded.ports, origin = excluded.origin, "
+            "updated_at = excluded.updated_at, state = excluded.state",
+            (
+                rec.service_id,
+                rec.fqdn,
+                rec.memory_mib,
+                json.dumps(list(rec.ports)),
+                rec.origin,
+                int(time.time()),
+                rec.state,
+            ),
+        )
+        db.execute("DELETE FROM svm_images WHERE service_id = ?", (rec.service_id,))
+        db.executemany(
+            "INSERT INTO svm_images (service_id, name, sha256) VALUES (?, ?, ?)",
+            [(rec.service_id, n, h) for n, h in rec.images],
+        )
+        return True
+
+    def _peer_svm(self, db: sqlite3.Connection, service_id: str, peer: str) -> SvmRecord | None:
+        """The record ``peer`` may act on, after dropping stale pending ones; else refuse."""
+        db.execute(
+            "DELETE FROM svms WHERE state = 'pending' AND updated_at < ?",
+            (int(time.time()) - PENDING_SVM_TTL,),
+        )
+        old = self._svm(db, service_id)
+        if old is None or (old.origin == peer and old.state == "pending"):
+            return old
+        if old.origin == "local":
+            owner = "this cloudlet's own service"
+        elif old.state == "active":
+            owner = f"already running here (from {old.origin})"
+        else:
+            owner = f"migrating here from {old.origin}"
+        raise ConflictError(
+            f"Service VM {service_id!r} is {owner}; {peer!r} cannot change it.",
+            "Nothing was changed. A cloudlet may only register the service VMs it is "
+            "migrating here itself.",
+        )
+
+    def receive_svm(self, rec: SvmRecord) -> bool:
+        """Record a service VM that ``rec.origin`` is migrating here, as pending."""
+        if rec.state != "pending" or rec.origin == "local":
+            raise ValueError("a received service VM is pending and comes from a peer")
+        with self._tx() as db:
+            self._peer_svm(db, rec.service_id, rec.origin)
+            return self._put_svm(db, rec)
+
+    def commit_svm(self, service_id: str, peer: str) -> bool:
+        """The migration from ``peer`` has completed: devices may now be sent here."""
+        with self._tx() as db:
+            old = self._svm(db, service_id)
+            if old is not None and old.origin == peer and old.state == "active":
+                return False  # committed before: a retried call changes nothing
+            if self._peer_svm(db, service_id, peer) is None:
+                raise NotFoundError(
+                    f"Service VM {service_id!r} is not migrating here from {peer!r}.",
+                    "Send its metadata first (POST /peer/svms), or it was dropped after "
+                    f"{PENDING_SVM_TTL // 3600} h.",
+                )
             db.execute(
-                "INSERT INTO svms VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service_id) DO UPDATE "
-                "SET fqdn = excluded.fqdn, memory_mib = excluded.memory_mib, "
-                "ports = excluded.ports, origin = excluded.origin, "
-                "updated_at = excluded.updated_at",
-                (
-                    rec.service_id,
-                    rec.fqdn,
-                    rec.memory_mib,
-                    json.dumps(list(rec.ports)),
-                    rec.origin,
-                    int(time.time()),
-                ),
+                "UPDATE svms SET state = 'active', updated_at = ? WHERE service_id = ?",
+                (int(time.time()), service_id),
             )
-            db.execute("DELETE FROM svm_images WHERE service_id = ?", (rec.service_id,))
-            db.executemany(
-                "INSERT INTO svm_images (service_id, name, sha256) VALUES (?, ?, ?)",
-                [(rec.service_id, n, h) for n, h in rec.images],
-            )
+            return True
+
+    def abort_svm(self, service_id: str, peer: str) -> bool:
+        """The migration from ``peer`` failed: forget its pending record."""
+        with self._tx() as db:
+            if self._peer_svm(db, service_id, peer) is None:
+                return False
+            db.execute("DELETE FROM svms WHERE service_id = ?", (service_id,))
             return True
 
     def remove_svm(self, service_id: str) -> bool:
@@ -422,7 +566,8 @@ class Store:
     @staticmethod
     def _svm(db: sqlite3.Connection, service_id: str) -> SvmRecord | None:
         row = db.execute(
-            "SELECT service_id, fqdn, memory_mib, ports, origin FROM svms WHERE service_id = ?",
+            "SELECT service_id, fqdn, memory_mib, ports, origin, state FROM svms "
+            "WHERE service_id = ?",
             (service_id,),
         ).fetchone()
         if not row:
@@ -438,6 +583,7 @@ class Store:
             tuple(json.loads(row[3])),
             tuple((n, h) for n, h in images),
             row[4],
+            row[5],
         )
 
     def get_svm(self, service_id: str) -> SvmRecord | None:

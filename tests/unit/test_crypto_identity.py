@@ -51,6 +51,12 @@ def test_normalisation_nfc_and_case():
         "cloudlet-id-v1/cl-alpha//2026-11",
         "cloudlet-id-v1/cl-alpha/--/2026-11",
         "cloudlet-id-v1/cl-alpha/tablet-07/2026-11 ",
+        "cloudlet-id-v1/cl-alpha/tablet-07@cl-alpha/2026-11",  # its own device has no home
+        "cloudlet-id-v1/cl-alpha/tablet-07@/2026-11",
+        "cloudlet-id-v1/cl-alpha/@cl-bravo/2026-11",
+        "cloudlet-id-v1/cl-alpha/tablet-07@cl-bravo@cl-c/2026-11",
+        "cloudlet-id-v1/cl-alpha/-@cl-bravo/2026-11",
+        "cloudlet-id-v1/cl-alpha/tablet-07@CL-bravo/2026-11",
     ],
 )
 def test_parse_is_strict(text):
@@ -66,6 +72,27 @@ def test_parse_round_trip(cid, did, year, month):
     ident = Identity(cid, did, Period(f"{year:04d}-{month:02d}"))
     assert Identity.parse(str(ident)) == ident
     assert Identity.parse(ident.encode()) == ident
+
+
+@given(ids, ids, ids, st.integers(2000, 2100), st.integers(1, 12))
+def test_visitor_round_trip(cid, did, home, year, month):
+    ident = device_identity(cid, did, f"{year:04d}-{month:02d}", home=home)
+    assert Identity.parse(str(ident)) == ident
+    assert ident.home_cloudlet == home
+
+
+def test_a_visitor_never_shares_an_identity_with_a_local_device():
+    """A device id is unique only at its home; the home keeps the two apart."""
+    local = device_identity("cl-bravo", "tablet-07", "2026-11")
+    visitor = device_identity("cl-bravo", "tablet-07", "2026-11", home="cl-alpha")
+    assert str(visitor) == "cloudlet-id-v1/cl-bravo/tablet-07@cl-alpha/2026-11"
+    assert visitor != local and visitor.encode() != local.encode()
+    assert (local.home, local.home_cloudlet, local.device_name) == (None, "cl-bravo", "tablet-07")
+    assert visitor.device_name == "tablet-07@cl-alpha"
+    # Naming the issuer as the home is the same identity as naming no home.
+    assert device_identity("cl-bravo", "tablet-07", "2026-11", home="CL-Bravo") == local
+    with pytest.raises(IdentityError):
+        Identity("cl-bravo", None, Period("2026-11"), home="cl-alpha")
 
 
 def test_period_bounds():

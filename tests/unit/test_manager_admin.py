@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import stat
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from test_manager_support import (
@@ -269,6 +270,26 @@ def test_store_is_wal_with_foreign_keys_and_a_schema_version(tmp_path):
     con.close()
     with pytest.raises(StorageError, match="schema version 99"):
         Store(tmp_path / "m.db")
+
+
+def test_a_schema_1_database_is_upgraded_in_place(tmp_path):
+    """Devices and SVMs of release 0.1.0 become local devices and active SVMs."""
+    v1 = (Path(__file__).parent / "data" / "manager_schema_v1.sql").read_text()
+    con = sqlite3.connect(tmp_path / "m.db")
+    con.executescript(v1)
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.execute("INSERT INTO devices VALUES ('tablet-07', 0, 10, 0, 'pw', 0)")
+    con.execute("INSERT INTO svms VALUES ('chat', 'chat.svc', 64, '[80]', 'local', 0)")
+    con.commit()
+    con.close()
+    store = Store(tmp_path / "m.db")
+    assert store.schema_version() == 2
+    dev = store.get_device("tablet-07")
+    assert (dev.via, dev.home, dev.eap_password) == ("", None, "pw")
+    assert store.get_svm("chat").state == "active"
+    with pytest.raises(sqlite3.IntegrityError):  # the new columns' checks hold
+        store._db.execute("UPDATE svms SET state = 'lost'")
+    store.close()
 
 
 def test_listens_on_the_listed_addresses_only(tmp_path, pkis, master_a):

@@ -7,6 +7,7 @@ import ssl
 from datetime import UTC, datetime
 
 import pytest
+from conftest import DetRng
 from test_manager_support import (
     Running,
     admin,
@@ -37,7 +38,12 @@ SVM = {
 @pytest.fixture(scope="module")
 def pkis(tmp_path_factory):
     root = tmp_path_factory.mktemp("pki")
-    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo", "cl-rogue")}
+    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo", "cl-charlie", "cl-rogue")}
+
+
+@pytest.fixture(scope="module")
+def master_c():
+    return ibe.setup("cl-charlie", DetRng(b"pkg-c"))
 
 
 @pytest.fixture
@@ -109,14 +115,87 @@ def test_server_certificate_is_checked_by_the_peer(paired, pkis):
         call(paired, ctx, "GET", "/peer/info")
 
 
-def test_peer_svm_metadata_lands_in_the_repository(paired, pkis):
+def _svm_state(run) -> dict:
+    return {
+        s["service_id"]: (s["origin"], s["state"])
+        for s in admin(run, "GET", "/admin/svms")[1]["svms"]
+    }
+
+
+def test_peer_svm_metadata_lands_in_the_repository_as_pending(paired, pkis):
     status, body = call(paired, _peer_ctx(pkis), "POST", "/peer/svms", SVM)
-    assert (status, body) == (200, {"service_id": "face-rec", "changed": True})
+    assert (status, body) == (200, {"service_id": "face-rec", "state": "pending", "changed": True})
     assert call(paired, _peer_ctx(pkis), "POST", "/peer/svms", SVM)[1]["changed"] is False
     _s, listing = admin(paired, "GET", "/admin/svms")
     (svm,) = listing["svms"]
     assert svm["origin"] == "cl-alpha" and svm["ports"] == [8080, 9000]
+    assert svm["state"] == "pending"
     assert {i["sha256"] for i in svm["images"]} == {"ab" * 32, "cd" * 32}
+    # Not offered to peers (or devices) while its migration runs.
+    assert call(paired, _peer_ctx(pkis), "GET", "/peer/info")[1]["services"] == []
+
+
+def test_commit_makes_a_pending_svm_active_and_abort_drops_it(paired, pkis):
+    ctx = _peer_ctx(pkis)
+    call(paired, ctx, "POST", "/peer/svms", SVM)
+    commit = "/peer/svms/face-rec/commit"
+    assert call(paired, ctx, "POST", commit)[1] == {
+        "service_id": "face-rec",
+        "state": "active",
+        "changed": True,
+    }
+    assert call(paired, ctx, "POST", commit)[1]["changed"] is False  # a retry changes nothing
+    assert _svm_state(paired) == {"face-rec": ("cl-alpha", "active")}
+    (info,) = call(paired, ctx, "GET", "/peer/info")[1]["services"]
+    assert info["service_id"] == "face-rec"
+    # Once it runs here, the peer it came from can neither re-register nor drop it.
+    status, body = call(paired, ctx, "POST", "/peer/svms", {**SVM, "fqdn": "evil.example"})
+    assert status == 409 and "already running here" in body["error"]["message"]
+    assert call(paired, ctx, "DELETE", "/peer/svms/face-rec")[0] == 409
+    assert _svm_state(paired) == {"face-rec": ("cl-alpha", "active")}
+    # A failed migration: the pending record goes, and a repeated abort is a no-op.
+    other = {**SVM, "service_id": "map-tiles", "fqdn": "map-tiles.svc"}
+    call(paired, ctx, "POST", "/peer/svms", other)
+    assert call(paired, ctx, "DELETE", "/peer/svms/map-tiles")[1]["changed"] is True
+    assert call(paired, ctx, "DELETE", "/peer/svms/map-tiles")[1]["changed"] is False
+    assert call(paired, ctx, "POST", "/peer/svms/map-tiles/commit")[0] == 404
+    assert _svm_state(paired) == {"face-rec": ("cl-alpha", "active")}
+
+
+def test_peer_cannot_overwrite_local_or_another_peers_svm(paired, pkis, master_c):
+    """Issue 8, item 2: POST /peer/svms was an unconditional upsert."""
+    pair(paired, pkis["cl-charlie"], master_c)
+    local = {**SVM, "service_id": "chat", "fqdn": "chat.svc.bravo.cloudlet"}
+    assert admin(paired, "PUT", "/admin/svms/chat", local)[0] == 200
+    call(paired, _peer_ctx(pkis), "POST", "/peer/svms", SVM)  # pending, from cl-alpha
+    before = snapshot(paired.cfg.db)
+    hijack = {**local, "fqdn": "attacker.example", "ports": [1]}
+    for who, body, path in [
+        ("cl-alpha", hijack, "/peer/svms"),
+        ("cl-charlie", {**SVM, "fqdn": "attacker.example"}, "/peer/svms"),
+        ("cl-charlie", None, "/peer/svms/face-rec/commit"),
+        ("cl-alpha", None, "/peer/svms/chat/commit"),
+    ]:
+        status, out = call(paired, _peer_ctx(pkis, who), "POST", path, body)
+        assert status == 409, (who, path, out)
+        assert "cannot change it" in out["error"]["message"]
+    for who, sid in [("cl-charlie", "face-rec"), ("cl-alpha", "chat")]:
+        assert call(paired, _peer_ctx(pkis, who), "DELETE", f"/peer/svms/{sid}")[0] == 409
+    assert snapshot(paired.cfg.db) == before
+    assert _svm_state(paired) == {"chat": ("local", "active"), "face-rec": ("cl-alpha", "pending")}
+
+
+def test_a_pending_svm_is_not_shown_to_devices(paired, pkis, master_b):
+    period = str(Period.containing(datetime.now(UTC)))
+    admin(paired, "PUT", "/admin/devices/tablet-01", {"valid_from": period})
+    key = ibe.extract(master_b, device_identity("cl-bravo", "tablet-01"))
+    call(paired, _peer_ctx(pkis), "POST", "/peer/svms", SVM)
+    ctx = client_ctx(pkis["cl-bravo"])
+    (status, _), _ = device_call(paired, ctx, key, "GET", "/device/svms/face-rec")
+    assert status == 404
+    call(paired, _peer_ctx(pkis), "POST", "/peer/svms/face-rec/commit")
+    (status, out), _ = device_call(paired, ctx, key, "GET", "/device/svms/face-rec")
+    assert status == 200 and out["fqdn"] == SVM["fqdn"]
 
 
 def _cred_request(devices, **extra):
@@ -143,7 +222,9 @@ def test_device_credentials_migration_end_to_end(paired, pkis, master_a, master_
     old_key = ibe.extract(master_a, device_identity("cl-alpha", "tablet-07"))
     bundle = bundles.open_device_bundle(old_key, creds["tablet-07"], master_b.params)
     new_key = bundle.device_key
-    assert new_key.identity == device_identity("cl-bravo", "tablet-07")
+    # A visitor's key on B names its home, so it can never be a local device's key.
+    assert new_key.identity == device_identity("cl-bravo", "tablet-07", home="cl-alpha")
+    assert str(new_key.identity) == f"cloudlet-id-v1/cl-bravo/tablet-07@cl-alpha/{body['period']}"
     assert bundle.tls_ca_pem == pkis["cl-bravo"].ca_pem.decode()
     assert bundle.api_port == paired.port and bundle.network.ssid == "net-cl-bravo"
     with pytest.raises(Exception):  # noqa: B017 - tablet-08's bundle is not for tablet-07
@@ -151,9 +232,13 @@ def test_device_credentials_migration_end_to_end(paired, pkis, master_a, master_
     # B now knows the device, with the EAP password that was sealed into the bundle.
     _s, users = admin(paired, "GET", "/admin/eap-users")
     pw = {u["identity"]: u["password"] for u in users["users"]}
-    assert pw["tablet-07"] == bundle.network.password
+    assert bundle.network.identity == "tablet-07@cl-alpha"
+    assert pw["tablet-07@cl-alpha"] == bundle.network.password
     _s, devs = admin(paired, "GET", "/admin/devices?service_id=face-rec")
-    assert [d["device_id"] for d in devs["devices"]] == ["tablet-07", "tablet-08"]
+    assert [(d["device_id"], d["home"], d["via"]) for d in devs["devices"]] == [
+        ("tablet-07@cl-alpha", "cl-alpha", "cl-alpha"),
+        ("tablet-08@cl-alpha", "cl-alpha", "cl-alpha"),
+    ]
     # ... and the device authenticates to B with its new key.
     device_ctx = client_ctx(pkis["cl-bravo"])
     (status, msgs), _ = device_call(paired, device_ctx, new_key, "GET", "/device/messages")
@@ -178,9 +263,79 @@ def test_credentials_only_for_the_callers_own_devices(paired, pkis, tmp_path):
     assert snapshot(paired.cfg.db) == before
 
 
-def test_revoked_device_gets_no_credentials_and_nothing_changes(paired, pkis):
+def _credentials(run, pkis, who, devices: list[tuple[str, str | None]]):
+    """Ask B, as peer ``who``, for (device id, home) identities of ``who``."""
+    req = {
+        "devices": [
+            {"device_id": d, "identity": str(device_identity(who, d, home=home))}
+            for d, home in devices
+        ]
+    }
+    return call(run, _peer_ctx(pkis, who), "POST", "/peer/device-credentials", req)
+
+
+def test_peer_never_gets_a_local_devices_key_or_password(paired, pkis, master_a, master_b):
+    """Issue 8, item 1: a peer naming a device id paired here got its key and EAP password."""
     period = str(Period.containing(datetime.now(UTC)))
-    admin(paired, "PUT", "/admin/devices/tablet-09", {"valid_from": period, "revoked": True})
+    admin(paired, "PUT", "/admin/devices/tablet-07", {"valid_from": period, "services": ["chat"]})
+    local_pw = {
+        u["identity"]: u["password"] for u in admin(paired, "GET", "/admin/eap-users")[1]["users"]
+    }
+    local_row = admin(paired, "GET", "/admin/devices/tablet-07")[1]
+    status, body = _credentials(paired, pkis, "cl-alpha", [("tablet-07", None)])
+    assert status == 200, body
+    (cred,) = body["credentials"]
+    assert cred["name"] == "tablet-07@cl-alpha"
+    old_key = ibe.extract(master_a, device_identity("cl-alpha", "tablet-07"))
+    bundle = bundles.open_device_bundle(old_key, base64.b64decode(cred["bundle"]), master_b.params)
+    local_key = ibe.extract(master_b, device_identity("cl-bravo", "tablet-07"))
+    assert bundle.device_key.identity != local_key.identity
+    assert bundle.device_key.d_sig != local_key.d_sig and bundle.device_key.d_enc != local_key.d_enc
+    assert bundle.network.password != local_pw["tablet-07"]
+    assert admin(paired, "GET", "/admin/devices/tablet-07")[1] == local_row
+    # With its new key the visitor sees its own messages, never the local device's.
+    admin(
+        paired,
+        "POST",
+        "/admin/messages",
+        {"device_id": "tablet-07", "kind": "note", "issuer": "cl-bravo", "body": "aGk="},
+    )
+    ctx = client_ctx(pkis["cl-bravo"])
+    (status, out), _ = device_call(paired, ctx, bundle.device_key, "GET", "/device/messages")
+    assert status == 200 and out == {"device_id": "tablet-07@cl-alpha", "messages": []}
+    (status, out), _ = device_call(paired, ctx, local_key, "GET", "/device/messages")
+    assert status == 200 and len(out["messages"]) == 1
+
+
+def test_peer_cannot_take_another_peers_visitor_or_our_own_device(paired, pkis, master_c):
+    pair(paired, pkis["cl-charlie"], master_c)
+    assert _credentials(paired, pkis, "cl-alpha", [("tablet-07", None)])[0] == 200
+    users = admin(paired, "GET", "/admin/eap-users")[1]
+    before = snapshot(paired.cfg.db)
+    # cl-charlie presents its own identity for the visitor cl-alpha brought.
+    status, body = _credentials(paired, pkis, "cl-charlie", [("tablet-07", "cl-alpha")])
+    assert status == 409 and "brought by cl-alpha" in body["error"]["message"]
+    # A device whose home is this cloudlet is never re-issued to a peer.
+    status, body = _credentials(paired, pkis, "cl-alpha", [("tablet-01", "cl-bravo")])
+    assert status == 409 and "this cloudlet's own device" in body["error"]["message"]
+    assert snapshot(paired.cfg.db) == before
+    # The peer that brought it may ask again: same name, same password (a retry).
+    status, body = _credentials(paired, pkis, "cl-alpha", [("tablet-07", None)])
+    assert status == 200 and admin(paired, "GET", "/admin/eap-users")[1] == users
+
+
+def test_revoked_visitor_gets_no_credentials_and_nothing_changes(paired, pkis):
+    period = str(Period.containing(datetime.now(UTC)))
+    assert _credentials(paired, pkis, "cl-alpha", [("tablet-09", None)])[0] == 200
+    status, _ = admin(
+        paired, "PUT", "/admin/devices/tablet-09@cl-alpha", {"valid_from": period, "revoked": True}
+    )
+    assert status == 200
+    assert admin(paired, "GET", "/admin/devices/tablet-09@cl-alpha")[1]["via"] == "cl-alpha"
+    # A visitor cannot be created by hand: it only arrives with a migration.
+    assert (
+        admin(paired, "PUT", "/admin/devices/tablet-10@cl-alpha", {"valid_from": period})[0] == 404
+    )
     before = snapshot(paired.cfg.db)
     status, body = call(
         paired,
