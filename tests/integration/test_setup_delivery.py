@@ -9,6 +9,7 @@ that setup configures.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import tempfile
@@ -184,7 +185,8 @@ def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
     for host, record in records.items():
         assert record["cloudlet"] == host
         assert len(record["ibe_params_digest"]) == 64
-        assert record["ca_fingerprint_sha256"].count(":") == 31
+        assert re.fullmatch("[0-9a-f]{64}", record["ca_fingerprint_sha256"])
+        assert record["host_keys"] and all(k.startswith("ssh-") for k in record["host_keys"])
         assert len(record["manifest_digest"]) == 64
         assert record["ssid"]
     # Setup-time access is gone: only the field admin's key is authorised now.
@@ -197,3 +199,10 @@ def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
          "-o", "StrictHostKeyChecking=yes", f"root@{a_ip}", "true"],
         capture_output=True, text=True, timeout=60)
     assert old_key.returncode == 255 and "Permission denied" in old_key.stderr
+    # The host keys recorded at delivery are all a later run needs to trust the cloudlet.
+    field = subprocess.run(
+        ["ssh", "-i", f"{lab.state_dir}/field_ed25519", "-o", "IdentitiesOnly=yes",
+         "-o", f"UserKnownHostsFile={ROOT}/deliveries/known_hosts", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=yes", f"root@{a_ip}", "true"],
+        capture_output=True, text=True, timeout=60)
+    assert field.returncode == 0, field.stderr
