@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from cloudlet.digests import sha256_file
 from cloudlet.errors import CloudletError, CryptoError, FormatError, StorageError
 from cloudlet.formats import write_secret_file
 
@@ -170,15 +171,6 @@ def _name(lookup: Callable[[int], Any], ident: int) -> str:
         return str(ident)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    # O_NOFOLLOW: a file swapped for a symlink after lstat() is not followed.
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _entry(path: str) -> Entry:
     st = os.lstat(path)
     common = dict(
@@ -188,7 +180,8 @@ def _entry(path: str) -> Entry:
         group=_name(grp.getgrgid, st.st_gid),
     )
     if stat.S_ISREG(st.st_mode):
-        return Entry(type="file", size=st.st_size, sha256=_sha256(path), **common)
+        digest = sha256_file(path, follow_symlinks=False)
+        return Entry(type="file", size=st.st_size, sha256=digest, **common)
     if stat.S_ISDIR(st.st_mode):
         return Entry(type="dir", **common)
     if stat.S_ISLNK(st.st_mode):

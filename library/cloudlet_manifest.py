@@ -102,7 +102,6 @@ problems:
   elements: str
 """
 
-import hashlib
 import os
 import traceback
 
@@ -112,6 +111,7 @@ try:
     from cryptography.hazmat.primitives import serialization
 
     from cloudlet import manifest as mf
+    from cloudlet.digests import sha256_file
     from cloudlet.errors import CloudletError
 except ImportError:
     HAS_CLOUDLET = False
@@ -119,11 +119,6 @@ except ImportError:
 else:
     HAS_CLOUDLET = True
     CLOUDLET_IMPORT_ERROR = None
-
-
-def _digest(path):
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
 
 
 def scan(module):
@@ -150,7 +145,7 @@ def sign(module):
         return result
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     result["changed"] = mf.ensure_signed(manifest, key, dest) or made_key
-    result["digest"] = _digest(dest)
+    result["digest"] = sha256_file(dest)
     return result
 
 
@@ -163,7 +158,7 @@ def check(module):
         found = mf.check_delivery(data, public)
     except mf.DeliveryCheckError as exc:
         module.fail_json(msg=str(exc), problems=exc.report.problems())
-    return {"changed": False, "entries": len(found.entries), "digest": _digest(p["path"])}
+    return {"changed": False, "entries": len(found.entries), "digest": sha256_file(p["path"])}
 
 
 def main():

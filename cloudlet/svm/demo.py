@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from cloudlet.debian import host_mirror
+from cloudlet.digests import sha256_file
 from cloudlet.errors import SvmImageError
 
 __all__ = [
@@ -180,14 +181,6 @@ def cache_key(packages: dict[str, dict[str, str]], scripts: dict[str, str]) -> s
     recipe = {"format": FORMAT, "builder": BUILDER, "packages": packages, "scripts": scripts,
               "modules": MODULES, "service": SERVICE, "base_mib": BASE_MIB}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_order(modules_dir: Path, wanted: Iterable[str]) -> list[str]:
