@@ -29,6 +29,7 @@ EXTRA_PACKAGES = (
     "python3",
     "python3-venv",
     "python3-apt",
+    "python3-libvirt",
     "sudo",
     "ca-certificates",
     "openssl",
