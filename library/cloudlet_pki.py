@@ -213,131 +213,19 @@ diff:
 
 import os
 import traceback
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from cryptography import x509
-
-    from cloudlet import pki
-    from cloudlet.crypto.identity import normalise_id
-    from cloudlet.errors import CertificateError, CloudletError, FormatError
+    from cloudlet import pki, pki_files
+    from cloudlet.errors import CloudletError
 except ImportError:
     HAS_CLOUDLET = False
     CLOUDLET_IMPORT_ERROR = traceback.format_exc()
 else:
     HAS_CLOUDLET = True
     CLOUDLET_IMPORT_ERROR = None
-
-
-def _read(path):
-    """File bytes, or None when the file does not exist."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-
-
-def _need_dir(path):
-    directory = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise CertificateError(
-            f"Directory {directory} does not exist.",
-            "Create it first (keys: mode 0700 or 0750, owned by root).",
-        )
-
-
-def ca_reasons(cert_pem, key, cloudlet_id, min_remaining):
-    """Why the CA certificate should be re-issued from its (good) key."""
-    if cert_pem is None:
-        return ["missing"]
-    try:
-        cert = pki.load_certificate(cert_pem)
-    except FormatError as exc:
-        return [exc.message]
-    reasons = []
-    if not pki.public_key_matches(cert, key):
-        reasons.append("does not match the CA key")
-    try:
-        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if not basic.ca:
-            reasons.append("is not a CA certificate")
-    except x509.ExtensionNotFound:
-        reasons.append("is not a CA certificate")
-    if cert.not_valid_after_utc - datetime.now(UTC) < min_remaining:
-        reasons.append(f"expires at {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-    ou = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
-    if not reasons and (not ou or ou[0].value != cloudlet_id):
-        raise CertificateError(
-            f"The CA certificate belongs to cloudlet {ou[0].value if ou else '?'!r}, "
-            f"not {cloudlet_id!r}.",
-            "Fix cloudlet_id; a cloudlet keeps its CA for life (a new one means "
-            "every peer must pair again).",
-        )
-    return reasons
-
-
-def plan_ca(p, check_mode, min_remaining):
-    """Returns (action, reasons, ca_key or None, ca_pem or None, before fingerprint)."""
-    key_pem = _read(p["ca_key"])
-    cert_pem = _read(p["ca_cert"])
-    before = None
-    if cert_pem is not None:
-        try:
-            before = pki.fingerprint(cert_pem)
-        except FormatError:
-            before = None
-    if key_pem is None:
-        if cert_pem is not None:
-            raise CertificateError(
-                f"The CA certificate {p['ca_cert']} exists but its key {p['ca_key']} does not.",
-                "Restore the CA key from backup. To start a new CA instead (every paired "
-                "cloudlet must pair again), remove the CA certificate too.",
-            )
-        key = None if check_mode else pki.generate_key()
-        return "create", ["missing"], key, None, before
-    try:
-        key = pki.load_key(key_pem)
-    except FormatError as exc:
-        raise CertificateError(
-            f"The CA key {p['ca_key']} is damaged ({exc.message}); it was left untouched.",
-            "Restore it from backup. To start a new CA instead (every paired cloudlet "
-            "must pair again), remove both the CA key and the CA certificate.",
-        ) from None
-    reasons = ca_reasons(cert_pem, key, p["cloudlet_id"], min_remaining)
-    if reasons:
-        return "reissue", reasons, key, None, before
-    return "none", [], key, cert_pem, before
-
-
-def plan_leaf(p, ca_pem, profile, names, min_remaining):
-    """Returns (reasons, key or None, key_action)."""
-    key_pem = _read(p["key"])
-    key = None
-    key_reason = None
-    if key_pem is None:
-        key_reason = "key missing"
-    else:
-        try:
-            key = pki.load_key(key_pem)
-        except FormatError as exc:
-            key_reason = f"key unreadable ({exc.message})"
-    cert_pem = _read(p["cert"])
-    if cert_pem is None:
-        reasons = ["missing"]
-    elif ca_pem is None:
-        reasons = ["the CA certificate is being created or re-issued"]
-    else:
-        reasons = pki.check_certificate(
-            cert_pem, ca_pem, profile, names, key=key, min_remaining=min_remaining
-        )
-    if key_reason:
-        reasons.append(key_reason)
-    if not reasons:
-        return [], key, "none"
-    return reasons, key, "keep" if key is not None else "create"
 
 
 def _attributes(module, path, owner, group, mode, changed):
@@ -349,73 +237,39 @@ def _attributes(module, path, owner, group, mode, changed):
 
 def run(module):
     p = module.params
-    p["cloudlet_id"] = normalise_id(p["cloudlet_id"], "cloudlet_id")
-    check = module.check_mode
-    min_remaining = timedelta(days=p["renew_before_days"])
-    result = dict(
-        changed=False,
-        ca_action="none",
-        ca_reasons=[],
-        ca_fingerprint=None,
-        action="none",
-        reasons=[],
-        key_action="none",
-        fingerprint=None,
-    )
-    profile = names = None
+    leaf = None
     if p["profile"]:
-        profile = pki.Profile(p["profile"])
         names = pki.subject_names(p["common_name"], p["dns_names"], p["ip_addresses"])
-        _need_dir(p["cert"])
-        _need_dir(p["key"])
-    _need_dir(p["ca_cert"])
-    _need_dir(p["ca_key"])
-
-    ca_action, reasons, ca_key, ca_pem, ca_before = plan_ca(p, check, min_remaining)
-    result.update(ca_action=ca_action, ca_reasons=reasons)
-    if ca_action != "none" and not check:
-        ca_pem = pki.make_ca(ca_key, p["cloudlet_id"], days=p["ca_days"])
-        if ca_action == "create":
-            pki.write_private_key(p["ca_key"], ca_key)
-        pki.write_certificate(p["ca_cert"], ca_pem)
-    if ca_pem is not None:
-        result["ca_fingerprint"] = pki.fingerprint(ca_pem)
-
-    before = after = None
-    if profile is not None:
-        cert_pem = _read(p["cert"])
-        try:
-            before = pki.fingerprint(cert_pem) if cert_pem else None
-        except FormatError:
-            before = None
-        leaf_reasons, key, key_action = plan_leaf(p, ca_pem, profile, names, min_remaining)
-        result.update(reasons=leaf_reasons, key_action=key_action)
-        after = before
-        if leaf_reasons:
-            result["action"] = "issue"
-            after = None
-            if not check:
-                if key is None:
-                    key = pki.generate_key()
-                    pki.write_private_key(p["key"], key)
-                cert_pem = pki.issue_certificate(
-                    ca_key, ca_pem, key.public_key(), profile, names, days=p["days"]
-                )
-                pki.write_certificate(p["cert"], cert_pem)
-                after = pki.fingerprint(cert_pem)
-        result["fingerprint"] = after
-
-    changed = ca_action != "none" or result["action"] != "none"
+        leaf = pki_files.Leaf(p["cert"], p["key"], pki.Profile(p["profile"]), names, p["days"])
+    out = pki_files.ensure(
+        p["cloudlet_id"],
+        p["ca_cert"],
+        p["ca_key"],
+        leaf,
+        ca_days=p["ca_days"],
+        renew_before=timedelta(days=p["renew_before_days"]),
+        check_mode=module.check_mode,
+    )
+    result = dict(
+        ca_action=out.ca_action,
+        ca_reasons=out.ca_reasons,
+        ca_fingerprint=out.ca_fingerprint,
+        action=out.action,
+        reasons=out.reasons,
+        key_action=out.key_action,
+        fingerprint=out.fingerprint,
+    )
+    changed = out.changed
     if changed:
         result["diff"] = dict(
-            before={"ca_fingerprint": ca_before, "fingerprint": before},
-            after={"ca_fingerprint": result["ca_fingerprint"], "fingerprint": after},
+            before={"ca_fingerprint": out.ca_before, "fingerprint": out.before},
+            after={"ca_fingerprint": out.ca_fingerprint, "fingerprint": out.fingerprint},
         )
     changed = _attributes(module, p["ca_key"], p["ca_owner"], p["ca_group"], "0600", changed)
     changed = _attributes(
         module, p["ca_cert"], p["ca_owner"], p["ca_group"], p["cert_mode"], changed
     )
-    if profile is not None:
+    if leaf is not None:
         changed = _attributes(module, p["key"], p["owner"], p["group"], "0600", changed)
         changed = _attributes(module, p["cert"], p["owner"], p["group"], p["cert_mode"], changed)
     result["changed"] = changed
