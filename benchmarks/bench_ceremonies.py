@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Wall time of the ceremonies on a lab of their own: setup (first and second
-run) and delivery, as medians over several fresh labs.
+run) and delivery, as medians over several fresh labs, and the tasks that
+take the most time in the first setup (from ansible-runner's job events).
 
     python benchmarks/bench_ceremonies.py [--runs 3]
 
@@ -17,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from timing import ROOT, timed_playbook
+from timing import ROOT, playbook, timed_playbook
 
 
 def main() -> None:
@@ -33,11 +34,14 @@ def main() -> None:
     on_lab = ["-i", str(inventory), "-e", f"cloudlet_delivery_records_dir={scratch}/deliveries"]
     times: dict[str, list[float]] = {"setup, first run": [], "setup, second run": [],
                                      "delivery": []}
+    slowest = []
     try:
         for _ in range(args.runs):
             timed_playbook("lab", *lab, "-e", "lab_state=absent")
             timed_playbook("lab", *lab)
-            times["setup, first run"].append(timed_playbook("setup", *on_lab))
+            first = playbook("setup", *on_lab)
+            times["setup, first run"].append(first.seconds)
+            slowest = first.slowest(8)
             times["setup, second run"].append(timed_playbook("setup", *on_lab))
             times["delivery"].append(timed_playbook("delivery", *on_lab))
     finally:
@@ -48,6 +52,9 @@ def main() -> None:
     for name, values in times.items():
         runs = ", ".join(f"{v:.1f}" for v in values)
         print(f"  {name:18s} median {statistics.median(values):6.1f}  (runs: {runs})")
+    print("slowest tasks of the last first setup (seconds, per host):")
+    for task in slowest:
+        print(f"  {task.seconds:6.1f}  {task.host:12s} {task.task}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """The integration suite's lab: real machines, built once per session.
 
 It uses its own lab name and subnet, so a lab an admin brought up with
-``make demo`` is left alone.
+``make demo`` is left alone. Playbooks run through ansible-runner
+(``cloudlet.playbooks``): a failure names its task, host and reason from the
+job events, and recaps come from the job stats.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from cloudlet.playbooks import PlaybookRun, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "itest"
@@ -33,7 +36,7 @@ class Lab:
     state_dir: str
     inventory: Path
 
-    def playbook(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def playbook(self, *args: str, check: bool = True) -> PlaybookRun:
         return playbook("playbooks/lab.yml", *self.extra_vars(), *args, check=check)
 
     def ansible(self, hosts: str, module: str, args: str, *extra: str):
@@ -42,7 +45,7 @@ class Lab:
                                "-a", args, *extra], cwd=ROOT, env=ansible_env(),
                               capture_output=True, text=True, timeout=600, check=False)
 
-    def ceremony(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def ceremony(self, name: str, *args: str, check: bool = True) -> PlaybookRun:
         """Run playbooks/<name>.yml against this lab, as an admin would."""
         return playbook(f"playbooks/{name}.yml", "-i", str(self.inventory), *args, check=check)
 
@@ -66,27 +69,16 @@ class Lab:
 
 def ansible_env() -> dict[str, str]:
     return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+            # ansible-runner adds its own callback directory: name ours here too.
+            "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "plugins" / "callback"),
             "CLOUDLET_AUDIT_LOG": AUDIT_LOG}
 
 
-def playbook(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ["ansible-playbook", *args], cwd=ROOT, env=ansible_env(), capture_output=True, text=True,
-        timeout=1800, check=False,
-    )
-    if check and proc.returncode != 0:
-        fatal = [line for line in proc.stdout.splitlines() if line.startswith("fatal:")]
-        pytest.fail(f"ansible-playbook {' '.join(args)} failed:\n" + "\n".join(fatal)
-                    + f"\n...\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
-    return proc
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """Parse PLAY RECAP lines into {host: {ok: n, changed: n, ...}}."""
-    found = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.MULTILINE):
-        found[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return found
+def playbook(book: str, *args: str, check: bool = True) -> PlaybookRun:
+    run = run_playbook(book, args, cwd=ROOT, env=ansible_env(), timeout=1800)
+    if check and run.returncode != 0:
+        pytest.fail(f"ansible-playbook {book} {' '.join(args)} failed:\n{run.explain()}")
+    return run
 
 
 @pytest.fixture(scope="session")

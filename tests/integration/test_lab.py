@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import recap
 
 CLOUDLETS = ("cloudlet-a", "cloudlet-b")
 DEVICES = ("device-1", "device-2")
@@ -140,12 +139,12 @@ def test_guest_live_migrates_between_cloudlets_over_the_pairing_link(lab, tmp_pa
 
 def test_second_bring_up_changes_nothing(lab):
     proc = lab.playbook()
-    assert recap(proc.stdout)["localhost"]["changed"] == 0
+    assert proc.recap["localhost"]["changed"] == 0
 
 
 def test_check_mode_on_a_healthy_lab_reports_nothing_to_do(lab):
     proc = lab.playbook("--check")
-    assert recap(proc.stdout)["localhost"]["changed"] == 0
+    assert proc.recap["localhost"]["changed"] == 0
 
 
 def test_bring_up_clears_leftovers_of_an_earlier_run(lab):
@@ -159,7 +158,7 @@ def test_bring_up_clears_leftovers_of_an_earlier_run(lab):
     os.kill(pid, 9)
 
     proc = lab.playbook()
-    assert recap(proc.stdout)["localhost"]["changed"] > 0
+    assert proc.recap["localhost"]["changed"] > 0
     found = traces(lab)
     assert stale_bridge not in found["links"]
     assert stale_ns not in found["netns"]

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import AUDIT_LOG, ROOT, recap
+from conftest import AUDIT_LOG, ROOT
 
 from cloudlet import pki
 
@@ -59,15 +59,15 @@ def peer_call(lab, cert: str = "", key: str = "") -> tuple[int, dict]:
 
 
 def test_setup_then_a_second_run_changes_nothing(lab, set_up):
-    assert all(r["failed"] == 0 for r in recap(set_up.stdout).values())
+    assert all(r["failed"] == 0 for r in set_up.recap.values())
     again = lab.ceremony("setup")
-    changed = {host: r["changed"] for host, r in recap(again.stdout).items()}
+    changed = {host: r["changed"] for host, r in again.recap.items()}
     assert set(changed.values()) == {0}, changed
 
 
 def test_check_mode_on_a_set_up_cloudlet_reports_no_change(lab, set_up):
     proc = lab.ceremony("setup", "--check")
-    changed = {host: r["changed"] for host, r in recap(proc.stdout).items()}
+    changed = {host: r["changed"] for host, r in proc.recap.items()}
     assert set(changed.values()) == {0}, changed
 
 
@@ -175,7 +175,8 @@ def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
     try:
         proc = lab.ceremony("delivery", "--limit", "cloudlet-b", check=False)
         assert proc.returncode != 0
-        assert f"{victim} changed" in proc.stdout
+        (failure,) = proc.failures
+        assert failure.host == "cloudlet-b" and f"{victim} changed" in failure.message
     finally:
         lab.ssh("cloudlet-b", f"cp -p /root/victim.orig {victim} && rm /root/victim.orig")
 
