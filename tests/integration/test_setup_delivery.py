@@ -187,7 +187,8 @@ def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
         assert record["cloudlet"] == host
         assert len(record["ibe_params_digest"]) == 64
         assert re.fullmatch("[0-9a-f]{64}", record["ca_fingerprint_sha256"])
-        assert record["host_keys"] and all(k.startswith("ssh-") for k in record["host_keys"])
+        keys = record["host_keys"]
+        assert keys and all(k.startswith(("ssh-", "ecdsa-")) for k in keys)
         assert len(record["manifest_digest"]) == 64
         assert record["ssid"]
     # Setup-time access is gone: only the field admin's key is authorised now.
