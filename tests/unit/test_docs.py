@@ -1,6 +1,9 @@
-"""The README documents every public role variable and every module option.
+"""Every role declares its interface, and the README documents it and every module option.
 
-A role's variables live in its defaults/main.yml; they are documented in the
+A role's interface is its meta/argument_specs.yml: one entry point per tasks
+file a play calls, declaring every variable of its defaults/main.yml with a type
+and a description. Ansible checks the variables against it when the role starts
+and `ansible-doc -t role` renders it. The variables are also documented in the
 top-level README or in the role's own README. A module's options are those of
 its DOCUMENTATION block; they are listed in the README's "Modules" section.
 """
@@ -16,8 +19,85 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-ROLES = sorted(p.parent.parent.name for p in ROOT.glob("roles/*/defaults/main.yml"))
+ROLES = sorted(p.parent.parent.name for p in ROOT.glob("roles/*/tasks/main.yml"))
 MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
+# Where plays call roles: a tasks_from there is an entry point of the role.
+PLAYS = sorted(
+    [*ROOT.glob("playbooks/*.yml"), *ROOT.glob("roles/*/molecule/*/*.yml"),
+     *ROOT.glob("tests/molecule/*.yml")]
+)
+ROLE_CALLS = {"include_role", "import_role"}
+TEMPLATE = re.compile(r"{{|{%")
+
+
+def load(path: Path):
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
+def defaults(role: str) -> dict:
+    return load(ROOT / "roles" / role / "defaults" / "main.yml") or {}
+
+
+def entry_points(role: str) -> dict:
+    """The argument_specs of a role: {entry point: spec}."""
+    spec = load(ROOT / "roles" / role / "meta" / "argument_specs.yml")
+    assert spec and spec.get("argument_specs"), f"{role}: no meta/argument_specs.yml"
+    return spec["argument_specs"]
+
+
+def declared(role: str) -> dict:
+    """Every option of every entry point of a role: {name: [its spec in each entry point]}."""
+    options: dict[str, list[dict]] = {}
+    for spec in entry_points(role).values():
+        for name, option in (spec.get("options") or {}).items():
+            options.setdefault(name, []).append(option)
+    return options
+
+
+def called_entry_points(role: str) -> set[str]:
+    """main, and every tasks_from that a playbook or molecule scenario gives the role."""
+    found = {"main"}
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                call = key.rsplit(".", 1)[-1] in ROLE_CALLS and isinstance(value, dict)
+                if call and value.get("name") == role:
+                    found.add(value.get("tasks_from", "main"))
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for play in PLAYS:
+        walk(load(play))
+    return found
+
+
+def templated(value) -> bool:
+    if isinstance(value, str):
+        return bool(TEMPLATE.search(value))
+    if isinstance(value, dict):
+        return any(templated(v) for v in value.values())
+    if isinstance(value, list):
+        return any(templated(v) for v in value)
+    return False
+
+
+def option_problems(name: str, option: dict) -> list[str]:
+    """What an option (or a sub-option, recursively) lacks."""
+    problems = []
+    if not option.get("description"):
+        problems.append(f"{name} has no description")
+    if not option.get("type"):
+        problems.append(f"{name} has no type")
+    if option.get("type") == "list" and not option.get("elements"):
+        problems.append(f"{name} is a list without elements")
+    if option.get("required") and "default" in option:
+        problems.append(f"{name} is required and has a default")
+    for sub, sub_option in (option.get("options") or {}).items():
+        problems += option_problems(f"{name}.{sub}", sub_option)
+    return problems
 
 
 def documented(text: str) -> set[str]:
@@ -43,11 +123,68 @@ def module_options(name: str) -> set[str]:
 
 
 @pytest.mark.parametrize("role", ROLES)
+def test_every_entry_point_a_play_calls_is_declared(role):
+    declared_points = set(entry_points(role))
+    assert declared_points == called_entry_points(role), (
+        f"{role}: argument_specs entry points {sorted(declared_points)}, "
+        f"plays call {sorted(called_entry_points(role))}"
+    )
+    for point in declared_points:
+        assert (ROOT / "roles" / role / "tasks" / f"{point}.yml").exists(), f"{role}: {point}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_is_declared_and_every_declared_variable_has_a_default(role):
+    options = declared(role)
+    undeclared = sorted(set(defaults(role)) - set(options))
+    assert not undeclared, f"{role}: in defaults/main.yml, not in argument_specs: {undeclared}"
+    no_default = sorted(
+        name for name, specs in options.items()
+        if name not in defaults(role) and not all(spec.get("required") for spec in specs)
+    )
+    assert not no_default, f"{role}: declared, not required, no default in defaults: {no_default}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_declared_variable_has_a_type_and_a_description(role):
+    problems = [
+        f"{point}: {problem}"
+        for point, spec in entry_points(role).items()
+        for name, option in (spec.get("options") or {}).items()
+        for problem in option_problems(name, option)
+    ]
+    assert not problems, f"{role}: {problems}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_declared_defaults_are_the_role_defaults(role):
+    """A literal default is declared as it is (one of its choices); a templated one in words.
+
+    Ansible renders the defaults written in argument_specs when the role starts
+    (ansible-core 2.19), so a Jinja default there could fail a play on its own.
+    """
+    wrong = []
+    for name, value in defaults(role).items():
+        for spec in declared(role).get(name, []):
+            if templated(value):
+                if not isinstance(spec.get("default"), (str, list)) or templated(spec["default"]):
+                    wrong.append(f"{name}: describe the templated default in words")
+            elif spec.get("default") != value:
+                wrong.append(f"{name}: declared default {spec.get('default')!r} is not {value!r}")
+            elif "choices" in spec and value not in spec["choices"]:
+                wrong.append(f"{name}: default {value!r} is not one of its choices")
+    for name, specs in declared(role).items():
+        kinds = {(s.get("type"), s.get("elements"), repr(s.get("default"))) for s in specs}
+        if len(kinds) > 1:
+            wrong.append(f"{name}: entry points disagree on its type or default")
+    assert not wrong, f"{role}: {wrong}"
+
+
+@pytest.mark.parametrize("role", ROLES)
 def test_every_role_variable_is_documented(role):
-    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
     own = ROOT / "roles" / role / "README.md"
     names = documented(README) | (documented(own.read_text()) if own.exists() else set())
-    missing = sorted(set(defaults or {}) - names)
+    missing = sorted((set(defaults(role)) | set(declared(role))) - names)
     assert not missing, f"{role}: not documented in README.md or its own README: {missing}"
 
 
