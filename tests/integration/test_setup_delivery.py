@@ -27,6 +27,15 @@ MANAGER_NAME = "manager.cloudlet-a.cloudlet"
 ADMIN_SOCKET = "/run/cloudlet-manager/admin.sock"
 
 
+def test_check_mode_on_a_fresh_cloudlet_reports_what_setup_would_do(lab):
+    """Before the first setup: no failure, the changes it would make, and nothing made."""
+    run = lab.ceremony("setup", "--check")
+    assert all(r["failed"] == 0 for r in run.recap.values()), run.explain()
+    assert run.recap["cloudlet-a"]["changed"] > 0
+    assert "cannot be checked before a first real setup run" in run.stdout
+    assert lab.ssh("cloudlet-a", "test -e /opt/cloudlet/venv", check=False).returncode == 1
+
+
 @pytest.fixture(scope="module")
 def set_up(lab):
     return lab.ceremony("setup")
