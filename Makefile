@@ -43,6 +43,7 @@ molecule: setup
 bench: setup
 	python benchmarks/bench_lab.py
 	python benchmarks/bench_crypto.py
+	python benchmarks/bench_manager_load.py
 	python benchmarks/bench_svm_demo.py
 	python benchmarks/bench_ceremonies.py
 

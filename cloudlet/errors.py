@@ -33,8 +33,10 @@ __all__ = [
     "ProtocolError",
     "ReplayError",
     "RequestError",
+    "RequestTimeout",
     "StorageError",
     "SvmImageError",
+    "TooManyRequests",
     "UnsupportedMediaType",
 ]
 
@@ -241,6 +243,16 @@ class UnsupportedMediaType(RequestError):
     default_hint = "Nothing was changed. Send the body as application/json."
 
 
+class RequestTimeout(RequestError):
+    """The client stopped sending its request body: the connection is not kept for it."""
+
+    status = 408
+    default_hint = (
+        "Nothing was changed. Send the whole request at once; on a slow link, the "
+        "cloudlet admin can raise limits.body_timeout."
+    )
+
+
 class NotFoundError(ManagerError):
     status = 404
     default_hint = "Check the id; list what exists with the admin API."
@@ -268,3 +280,21 @@ class DeviceForbidden(ManagerError):
 
     status = 403
     default_hint = "Pair the device with this cloudlet again (pair_device.yml)."
+
+
+class TooManyRequests(ManagerError):
+    """A source failed device authentication too often: it is refused for a while.
+
+    Refusing it is what keeps a flood of forged proofs from costing a pairing
+    each; ``retry_after`` (seconds) becomes the Retry-After header.
+    """
+
+    status = 429
+    default_hint = (
+        "Wait for the Retry-After time and check the device's key and clock. "
+        "Many of these in the log mean someone on the network is forging device proofs."
+    )
+
+    def __init__(self, message: str, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after

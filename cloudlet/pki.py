@@ -198,10 +198,11 @@ def load_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
 
 
 def load_certificate(pem: bytes | str) -> x509.Certificate:
-    data = pem.encode("ascii") if isinstance(pem, str) else pem
     try:
+        # Inside the try: PEM is ASCII, and text that is not fails like any bad PEM.
+        data = pem.encode("ascii") if isinstance(pem, str) else pem
         return x509.load_pem_x509_certificate(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
         raise FormatError(f"The certificate is not a readable PEM certificate ({exc}).") from None
 
 

@@ -199,6 +199,17 @@ class ReplayCache:
             _exp, key = heapq.heappop(self._expiry)
             del self._seen[key]
 
+    def seen(self, identity: str, nonce: bytes, now: float | None = None) -> bool:
+        """Whether this proof was already recorded (and has not expired).
+
+        Only an early refusal: ``add`` stays the check that counts, since a
+        subclass may remember more than this memory does.
+        """
+        now = time.time() if now is None else now
+        with self._lock:
+            self._purge(now)
+            return (identity, nonce) in self._seen
+
     def add(self, identity: str, nonce: bytes, expires_at: float, now: float | None = None) -> None:
         """Record a proof; raise ReplayError if it was already recorded."""
         now = time.time() if now is None else now
@@ -237,10 +248,20 @@ class DeviceVerifier:
         self, proof: AuthProof, request: bytes = b"", now: datetime | None = None
     ) -> Identity:
         """Return the authenticated device identity, or raise."""
-        if not isinstance(proof, AuthProof):
-            raise TypeError("expected an AuthProof")
         if not isinstance(request, bytes):
             raise TypeError("request must be bytes")
+        self.precheck(proof, now)
+        return self.check(proof, request, now)
+
+    def precheck(self, proof: AuthProof, now: datetime | None = None) -> None:
+        """Everything that can be refused without the pairing and without the request.
+
+        A forged proof costs a pairing (milliseconds); these checks cost
+        microseconds, so a server runs them first, before it even reads the
+        request body. They prove nothing: only ``check`` authenticates.
+        """
+        if not isinstance(proof, AuthProof):
+            raise TypeError("expected an AuthProof")
         params = self.params
         ident = proof.identity
         if proof.audience != params.cloudlet_id:
@@ -266,7 +287,25 @@ class DeviceVerifier:
                 f"The proof from {ident} is {now_ts - proof.timestamp} s old; "
                 f"only {window} s are accepted."
             )
-        if not verify_signature(params, ident, proof.signed_message(request), proof.u, proof.v):
+        if self.cache.seen(str(ident), proof.nonce, now_ts):
+            raise ReplayError(f"Replayed authentication from {ident}.")
+
+    def check(
+        self, proof: AuthProof, request: bytes = b"", now: datetime | None = None
+    ) -> Identity:
+        """The pairing check, then the nonce is spent: returns the authenticated identity.
+
+        Call ``precheck`` first (``verify`` does both): this alone does not
+        look at the audience, the period or the time window.
+        """
+        if not isinstance(proof, AuthProof):
+            raise TypeError("expected an AuthProof")
+        if not isinstance(request, bytes):
+            raise TypeError("request must be bytes")
+        ident = proof.identity
+        message = proof.signed_message(request)
+        if not verify_signature(self.params, ident, message, proof.u, proof.v):
             raise AuthenticationError(f"The signature from {ident} is not valid.")
-        self.cache.add(str(ident), proof.nonce, proof.timestamp + window + 1, now_ts)
+        window = int(self.window.total_seconds())
+        self.cache.add(str(ident), proof.nonce, proof.timestamp + window + 1, _unix(now))
         return ident

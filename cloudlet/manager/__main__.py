@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import logging
 import signal
 import sys
 from pathlib import Path
 
 import cloudlet
 from cloudlet.errors import CloudletError
+from cloudlet.manager import logsafe
 from cloudlet.manager.app import Manager
 from cloudlet.manager.config import load_config
 
@@ -66,14 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         cfg = load_config(args.config)
         if args.check:
             print(f"configuration OK for cloudlet {cfg.cloudlet_id}")
             return 0
+        # Not basicConfig: every line the daemon logs goes through the escaping formatter.
+        logsafe.install(args.log_level.upper())
         asyncio.run(_run(Manager(cfg)))
     except CloudletError as exc:
         print(f"cloudlet-manager: {exc}", file=sys.stderr)

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from cloudlet import formats, pki
 from cloudlet.crypto.identity import Period
 from cloudlet.errors import CloudletError, NotFoundError, RequestError
-from cloudlet.manager import schema
+from cloudlet.manager import schema, views
 from cloudlet.manager.peer import SVM_SCHEMA, svm_record
 from cloudlet.manager.store import CloudletRecord
-from cloudlet.manager.web import Route, b64, json_body, reply, state, unb64
+from cloudlet.manager.web import Route, b64, json_body, params, reply, state, unb64
 
 __all__ = ["ROUTES"]
 
@@ -40,7 +40,7 @@ CLOUDLET_SCHEMA = {
     "required": ["ca_pem", "params", "api_host", "api_port"],
     "additionalProperties": False,
     "properties": {
-        "ca_pem": {"type": "string", "maxLength": 8192},
+        "ca_pem": {"type": "string", "pattern": "^[\t\n\r -~]*$", "maxLength": 8192},  # ASCII
         "params": schema.BASE64,
         "api_host": schema.HOST,
         "api_port": schema.PORT,
@@ -67,23 +67,17 @@ def _period(label: str) -> Period:
         raise RequestError(exc.message, exc.hint) from None
 
 
-def _match_id(request: web.Request, name: str, kind: dict = schema.ID) -> str:
-    value = request.match_info[name]
-    schema.validate(kind, value)
-    return value
-
-
 # --- devices ---------------------------------------------------------------
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    service = request.query.get("service_id")
+    service = params(request).get("service_id")
     devices = state(request).store.devices(service)
     return reply({"devices": [d.public() for d in devices]})
 
 
 async def get_device(request: web.Request) -> web.Response:
-    device_id = _match_id(request, "device_id", schema.DEVICE_NAME)
+    device_id = params(request)["device_id"]
     rec = state(request).store.get_device(device_id)
     if rec is None:
         raise NotFoundError(f"Device {device_id!r} is not paired with this cloudlet.")
@@ -91,7 +85,7 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 async def put_device(request: web.Request) -> web.Response:
-    device_id = _match_id(request, "device_id", schema.DEVICE_NAME)
+    device_id = params(request)["device_id"]
     data = await json_body(request, DEVICE_SCHEMA)
     start = _period(data["valid_from"])
     end = _period(data.get("valid_until", data["valid_from"]))
@@ -109,7 +103,7 @@ async def put_device(request: web.Request) -> web.Response:
 
 
 async def delete_device(request: web.Request) -> web.Response:
-    device_id = _match_id(request, "device_id", schema.DEVICE_NAME)
+    device_id = params(request)["device_id"]
     return reply({"changed": state(request).store.remove_device(device_id)})
 
 
@@ -172,7 +166,7 @@ async def list_cloudlets(request: web.Request) -> web.Response:
 
 
 async def put_cloudlet(request: web.Request) -> web.Response:
-    cloudlet_id = _match_id(request, "cloudlet_id")
+    cloudlet_id = params(request)["cloudlet_id"]
     st = state(request)
     data = await json_body(request, CLOUDLET_SCHEMA)
     rec = _cloudlet_record(cloudlet_id, data, st.ca_fingerprint)
@@ -183,7 +177,7 @@ async def put_cloudlet(request: web.Request) -> web.Response:
 
 
 async def delete_cloudlet(request: web.Request) -> web.Response:
-    cloudlet_id = _match_id(request, "cloudlet_id")
+    cloudlet_id = params(request)["cloudlet_id"]
     st = state(request)
     changed = st.store.remove_cloudlet(cloudlet_id)
     if changed:
@@ -199,7 +193,7 @@ async def list_svms(request: web.Request) -> web.Response:
 
 
 async def put_svm(request: web.Request) -> web.Response:
-    service_id = _match_id(request, "service_id")
+    service_id = params(request)["service_id"]
     data = await json_body(request, SVM_SCHEMA)
     if data["service_id"] != service_id:
         raise RequestError("The body's service_id differs from the one in the path.")
@@ -208,7 +202,7 @@ async def put_svm(request: web.Request) -> web.Response:
 
 
 async def delete_svm(request: web.Request) -> web.Response:
-    service_id = _match_id(request, "service_id")
+    service_id = params(request)["service_id"]
     return reply({"changed": state(request).store.remove_svm(service_id)})
 
 
@@ -222,7 +216,7 @@ async def put_message(request: web.Request) -> web.Response:
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    device = request.query.get("device_id")
+    device = params(request).get("device_id")
     msgs = state(request).store.all_messages(device)
     return reply(
         {
@@ -258,59 +252,146 @@ def _r(method: str, path: str, handler, summary: str, **kw) -> Route:
     return Route(method, path, handler, summary, "admin-socket", tag="admin", **kw)
 
 
+_DEVICE = {"device_id": schema.DEVICE_NAME}
+_CLOUDLET = {"cloudlet_id": schema.ID}
+_SVM = {"service_id": schema.ID}
+
 ROUTES = [
-    _r("GET", "/admin/info", admin_info, "This cloudlet's id, CA fingerprint and IBE params."),
-    _r("GET", "/admin/devices", list_devices, "Paired devices.", query=("service_id",)),
-    _r("GET", "/admin/devices/{device_id}", get_device, "One paired device or visitor."),
+    _r(
+        "GET",
+        "/admin/info",
+        admin_info,
+        "This cloudlet's id, CA fingerprint and IBE params.",
+        response=views.obj(
+            cloudlet_id=schema.ID,
+            ca_fingerprint=schema.SHA256,
+            params=views.BASE64,
+            schema_version=views.INTEGER,
+            api_port=views.INTEGER,
+        ),
+    ),
+    _r(
+        "GET",
+        "/admin/devices",
+        list_devices,
+        "Paired devices and visitors (only those of one service, if given).",
+        response=views.obj(devices=views.array(views.DEVICE)),
+        params={"service_id": schema.ID},
+    ),
+    _r(
+        "GET",
+        "/admin/devices/{device_id}",
+        get_device,
+        "One paired device or visitor.",
+        response=views.DEVICE,
+        params=_DEVICE,
+        errors=(404,),
+    ),
     _r(
         "PUT",
         "/admin/devices/{device_id}",
         put_device,
         "Pair, update or revoke a device; update or revoke a visitor (idempotent).",
         body=DEVICE_SCHEMA,
+        response=views.obj(changed=views.BOOLEAN, device=views.DEVICE),
+        params=_DEVICE,
+        errors=(404,),
     ),
     _r(
         "DELETE",
         "/admin/devices/{device_id}",
         delete_device,
         "Forget a device or visitor (id@home) and its messages.",
+        response=views.CHANGED,
+        params=_DEVICE,
     ),
-    _r("GET", "/admin/eap-users", eap_users, "802.1X credentials for the network role."),
-    _r("GET", "/admin/cloudlets", list_cloudlets, "Paired cloudlets."),
+    _r(
+        "GET",
+        "/admin/eap-users",
+        eap_users,
+        "802.1X credentials for the network role.",
+        response=views.obj(
+            users=views.array(
+                views.obj(identity=schema.DEVICE_NAME, password=views.STRING, revoked=views.BOOLEAN)
+            )
+        ),
+    ),
+    _r(
+        "GET",
+        "/admin/cloudlets",
+        list_cloudlets,
+        "Paired cloudlets.",
+        response=views.obj(cloudlets=views.array(views.CLOUDLET)),
+    ),
     _r(
         "PUT",
         "/admin/cloudlets/{cloudlet_id}",
         put_cloudlet,
         "Pair or update a cloudlet: its CA, IBE params and API endpoint.",
         body=CLOUDLET_SCHEMA,
+        response=views.obj(changed=views.BOOLEAN, cloudlet=views.CLOUDLET),
+        params=_CLOUDLET,
+        errors=(409,),
     ),
     _r(
         "DELETE",
         "/admin/cloudlets/{cloudlet_id}",
         delete_cloudlet,
         "Unpair a cloudlet; its CA is no longer trusted for new connections.",
+        response=views.CHANGED,
+        params=_CLOUDLET,
     ),
-    _r("GET", "/admin/svms", list_svms, "The service VM repository."),
+    _r(
+        "GET",
+        "/admin/svms",
+        list_svms,
+        "The service VM repository.",
+        response=views.obj(svms=views.array(views.SVM)),
+    ),
     _r(
         "PUT",
         "/admin/svms/{service_id}",
         put_svm,
         "Import service VM metadata (idempotent).",
         body=SVM_SCHEMA,
+        response=views.obj(changed=views.BOOLEAN, svm=views.SVM),
+        params=_SVM,
     ),
-    _r("DELETE", "/admin/svms/{service_id}", delete_svm, "Remove service VM metadata."),
+    _r(
+        "DELETE",
+        "/admin/svms/{service_id}",
+        delete_svm,
+        "Remove service VM metadata.",
+        response=views.CHANGED,
+        params=_SVM,
+    ),
     _r(
         "POST",
         "/admin/messages",
         put_message,
         "Queue a message (ciphertext) for a device.",
         body=MESSAGE_SCHEMA,
+        response=views.obj(changed={"const": True}, message_id=schema.MESSAGE_ID),
+        errors=(404,),
+        status=201,
     ),
     _r(
         "GET",
         "/admin/messages",
         list_messages,
         "Messages and their acknowledgement state (bodies omitted).",
-        query=("device_id",),
+        response=views.obj(
+            messages=views.array(
+                views.obj(
+                    message_id=schema.MESSAGE_ID,
+                    device_id=schema.DEVICE_NAME,
+                    kind=views.STRING,
+                    issuer=schema.ID,
+                    created_at=views.INTEGER,
+                    acked_at=views.nullable(views.INTEGER),
+                )
+            )
+        ),
+        params={"device_id": schema.DEVICE_NAME},
     ),
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -25,11 +26,27 @@ from aiohttp import web
 from cloudlet import formats, pki
 from cloudlet.crypto.auth import DeviceVerifier
 from cloudlet.errors import CloudletError, ConfigError, StorageError
-from cloudlet.manager import admin, device, discovery, openapi, peer
+from cloudlet.manager import admin, device, discovery, openapi, peer, perms
 from cloudlet.manager.config import Config
+from cloudlet.manager.guard import (
+    GUARD,
+    ConnectionGuard,
+    GuardedSite,
+    connection_cap,
+    guard_middleware,
+)
+from cloudlet.manager.limiter import FailureLimiter
 from cloudlet.manager.store import PersistentReplayCache, Store
 from cloudlet.manager.tlsctx import TrustStore
-from cloudlet.manager.web import STATE, Route, State, error_middleware, reply
+from cloudlet.manager.web import (
+    STATE,
+    Route,
+    State,
+    error_middleware,
+    neutral_server_header,
+    register,
+    reply,
+)
 
 __all__ = ["ADMIN_ROUTES", "PUBLIC_ROUTES", "Manager", "build_admin_app", "build_public_app"]
 
@@ -41,8 +58,8 @@ _ADMIN_MAX_BODY = 1024 * 1024
 
 
 def _add_routes(app: web.Application, routes: list[Route], title: str) -> None:
-    for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+    register(app, routes)
+    app.on_response_prepare.append(neutral_server_header)
     spec = openapi.build(routes, title, extra_paths=["/openapi.json"])
 
     async def serve_spec(_request: web.Request) -> web.Response:
@@ -53,8 +70,14 @@ def _add_routes(app: web.Application, routes: list[Route], title: str) -> None:
 
 def build_public_app(st: State) -> web.Application:
     """Peer and device routes; served only behind TLS by ``Manager``."""
-    app = web.Application(client_max_size=st.config.max_body_bytes, middlewares=[error_middleware])
+    cfg = st.config
+    app = web.Application(
+        client_max_size=cfg.max_body_bytes, middlewares=[guard_middleware, error_middleware]
+    )
     app[STATE] = st
+    app[GUARD] = ConnectionGuard(
+        connection_cap(cfg.max_connections), cfg.handshake_timeout, cfg.header_timeout
+    )
     _add_routes(app, PUBLIC_ROUTES, "Cloudlet Manager API")
     return app
 
@@ -89,6 +112,9 @@ def load_state(cfg: Config, clock: Callable[[], datetime] | None = None) -> Stat
     store = Store(cfg.db)
     verifier = DeviceVerifier(master.params, cache=PersistentReplayCache(store))
     st = State(cfg, store, master, ca_pem, fingerprint, verifier, api_port=cfg.listen_port)
+    st.failures = FailureLimiter(
+        cfg.auth_failures, cfg.auth_failure_window, cfg.auth_cooldown, cfg.auth_max_sources
+    )
     if clock is not None:
         st.clock = clock
     return st
@@ -104,6 +130,7 @@ class Manager:
         self._runners: list[web.AppRunner] = []
         self._advertiser: discovery.Advertiser | None = None
         self.port: int | None = None
+        self.guard: ConnectionGuard | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -111,13 +138,20 @@ class Manager:
         try:
             st.trust = TrustStore(cfg.server_cert, cfg.server_key)
             st.peers_changed()
-            public = web.AppRunner(build_public_app(st), access_log=log)
+            st.credential_pool = ThreadPoolExecutor(
+                cfg.credential_workers, thread_name_prefix="cloudlet-credentials"
+            )
+            app = build_public_app(st)
+            self.guard = app[GUARD]
+            public = web.AppRunner(app, access_log=log, keepalive_timeout=cfg.keepalive_timeout)
             await public.setup()
             self._runners.append(public)
             # The first site fixes the port (port 0 picks one); the others share it.
             port = cfg.listen_port
             for host in cfg.listen_hosts:
-                site = web.TCPSite(public, host, port, ssl_context=st.trust.listening)
+                site = GuardedSite(
+                    public, host, port, ssl_context=st.trust.listening, guard=self.guard
+                )
                 try:
                     await site.start()
                 except OSError as exc:
@@ -148,6 +182,8 @@ class Manager:
             sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"Cannot create {sock.parent}: {exc.strerror}.") from exc
+        # mkdir's mode applies only to a directory it creates.
+        perms.private_dir(sock.parent, sock.name, "admin socket")
         runner = web.AppRunner(build_admin_app(st), access_log=log)
         await runner.setup()
         self._runners.append(runner)
@@ -169,5 +205,8 @@ class Manager:
             await runner.cleanup()
         self._runners.clear()
         if self.state is not None:
+            if self.state.credential_pool is not None:
+                # The handlers that used it are done; do not block the loop on a straggler.
+                self.state.credential_pool.shutdown(wait=False, cancel_futures=True)
             self.state.store.close()
             self.state = None

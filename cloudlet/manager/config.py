@@ -27,6 +27,10 @@ instead of at the first migration. Example (TOML)::
     [discovery]
     enabled = true
     interfaces = ["10.20.0.1"]
+
+    [limits]                      # all optional; LIMITS lists each range
+    max_connections = 1024        # keep below the unit's LimitNOFILE
+    header_timeout = 10           # seconds
 """
 
 from __future__ import annotations
@@ -40,9 +44,27 @@ from typing import Any
 from cloudlet.crypto.identity import normalise_id
 from cloudlet.errors import CloudletError, ConfigError
 
-__all__ = ["DEFAULT_MAX_BODY", "Config", "load_config"]
+__all__ = ["DEFAULT_MAX_BODY", "LIMITS", "Config", "load_config"]
 
 DEFAULT_MAX_BODY = 256 * 1024
+
+# The [limits] keys and their allowed ranges (the defaults are Config's). A
+# limit of 0 or less would switch the protection off, so neither is allowed.
+LIMITS: dict[str, tuple[type, float, float]] = {
+    "max_body_bytes": (int, 1024, 64 * 1024 * 1024),
+    "device_max_body_bytes": (int, 256, 64 * 1024),
+    "max_devices_per_request": (int, 1, 1000),
+    "credential_workers": (int, 1, 64),
+    "max_connections": (int, 1, 65536),
+    "handshake_timeout": (float, 0.1, 600),
+    "header_timeout": (float, 0.1, 600),
+    "body_timeout": (float, 0.1, 3600),
+    "keepalive_timeout": (float, 0.1, 3600),
+    "auth_failures": (int, 1, 10_000),
+    "auth_failure_window": (float, 1, 86_400),
+    "auth_cooldown": (float, 1, 86_400),
+    "auth_max_sources": (int, 16, 1_000_000),
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +88,22 @@ class Config:
     discovery_interfaces: tuple[str, ...] = field(default_factory=tuple)
     max_body_bytes: int = DEFAULT_MAX_BODY
     max_devices_per_request: int = 1000
-    credential_workers: int = 1
+    credential_workers: int = 1  # threads that seal device credentials (peer API)
+    # Device bodies are tiny ({} at most); a small cap keeps unauthenticated
+    # uploads from holding memory.
+    device_max_body_bytes: int = 4096
+    # Every phase of a public connection is bounded (cloudlet.manager.guard).
+    max_connections: int = 1024
+    handshake_timeout: float = 10.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0  # 256 KiB over a slow radio link
+    keepalive_timeout: float = 15.0
+    # Per source address: this many failed device proofs within the window
+    # earn a 429, with no pairing computed, for the cool-down.
+    auth_failures: int = 10
+    auth_failure_window: float = 60.0
+    auth_cooldown: float = 60.0
+    auth_max_sources: int = 10_000
 
 
 def _get(data: dict, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
@@ -85,6 +122,29 @@ def _section(data: dict, name: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"The configuration key {name!r} must be a table.")
     return value
+
+
+def _limits(section: dict) -> dict[str, int | float]:
+    """The [limits] table, each value range-checked; missing keys keep Config's default.
+
+    A misspelt key is an error, not a silently ignored limit.
+    """
+    unknown = set(section) - set(LIMITS)
+    if unknown:
+        raise ConfigError(f"Unknown key(s) in [limits]: {', '.join(sorted(unknown))}.")
+    out: dict[str, int | float] = {}
+    for key, (kind, low, high) in LIMITS.items():
+        if key not in section:
+            continue
+        value = section[key]
+        number = isinstance(value, int) or (kind is float and isinstance(value, float))
+        if isinstance(value, bool) or not number or not low <= value <= high:
+            what = "an integer" if kind is int else "a number of seconds"
+            raise ConfigError(
+                f"limits.{key} must be {what} in {low}..{high}, not {value!r}."
+            )
+        out[key] = kind(value)
+    return out
 
 
 _TOP = {
@@ -140,9 +200,7 @@ def parse_config(data: dict, base: Path) -> Config:
         eap_method=_get(net, "eap_method", str, "pwd"),
         discovery=_get(disc, "enabled", bool, True),
         discovery_interfaces=tuple(interfaces),
-        max_body_bytes=_get(limits, "max_body_bytes", int, DEFAULT_MAX_BODY),
-        max_devices_per_request=_get(limits, "max_devices_per_request", int, 1000),
-        credential_workers=_get(limits, "credential_workers", int, 1),
+        **_limits(limits),
     )
 
 

@@ -2,9 +2,16 @@
 
 No client certificate and no per-device secret on the cloudlet: the proof
 (see ``protocol``) is verified against this cloudlet's public IBE params,
-bound to this request, inside the time window, once. Then the device must be
+bound to this request, inside the time window, once. The device must be
 paired here, not revoked, and its key's period must lie inside the validity
 it was paired with. Messages are only ever marked read by an explicit ack.
+
+The checks run cheapest first: a source that keeps failing is refused
+before anything else (429), and a proof that is malformed, for another
+cloudlet or key, out of its period or time window, or replayed is refused
+before its body (at most ``device_max_body_bytes``) is read and before any
+pairing. Whether a device is paired or revoked is said only to a proof with
+a valid signature.
 """
 
 from __future__ import annotations
@@ -18,11 +25,10 @@ from cloudlet.errors import (
     DeviceForbidden,
     IdentityError,
     NotFoundError,
-    RequestError,
 )
-from cloudlet.manager import protocol, schema
+from cloudlet.manager import protocol, schema, views
 from cloudlet.manager.store import DeviceRecord
-from cloudlet.manager.web import Route, b64, reply, state
+from cloudlet.manager.web import Route, State, b64, params, read_body, reply, state
 
 __all__ = ["ROUTES", "authenticate"]
 
@@ -30,15 +36,36 @@ _EMPTY = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 async def authenticate(request: web.Request) -> tuple[DeviceRecord, Identity, bytes]:
-    """Check the request's device proof; returns the device, its identity and the body."""
+    """Check the request's device proof; returns the device, its identity and the body.
+
+    A source address that keeps failing is refused (429) before anything else.
+    """
     st = state(request)
-    body = await request.read()
-    proof = protocol.parse_authorization(request.headers.get("Authorization"))
-    binding = protocol.request_binding(request.method, request.raw_path, body)
+    source = request.remote or ""
+    st.failures.check(source)
     try:
-        ident = st.verifier.verify(proof, binding, now=st.clock())
+        return await _authenticate(request, st)
+    except (AuthenticationError, DeviceForbidden):
+        st.failures.failed(source)
+        raise
+
+
+async def _authenticate(request: web.Request, st: State) -> tuple[DeviceRecord, Identity, bytes]:
+    proof = protocol.parse_authorization(request.headers.get("Authorization"))
+    now = st.clock()
+    try:
+        st.verifier.precheck(proof, now)
     except IdentityError as exc:  # expired or not-yet-valid key
         raise AuthenticationError(exc.message, exc.hint) from None
+    cfg = st.config
+    body = await read_body(request, cfg.device_max_body_bytes, cfg.body_timeout)
+    binding = protocol.request_binding(request.method, request.raw_path, body)
+    st.verifier.check(proof, binding, now)
+    # Only a proof with a valid signature learns whether its device is paired
+    # here: answering "unknown" or "revoked" before the pairing would let
+    # anyone on the network enumerate devices (the seed's threats 2 and 3).
+    # The failure limiter, not this order, is what bounds forged proofs.
+    ident = proof.identity
     device = st.store.get_device(ident.device_name or "")
     if device is None:
         raise DeviceForbidden(f"Device {ident.device_id!r} is not paired with this cloudlet.")
@@ -85,33 +112,28 @@ async def ack_message(request: web.Request) -> web.Response:
     device, _ident, body = await authenticate(request)
     if body.strip():
         schema.validate(_EMPTY, schema.parse_json(body))
-    message_id = request.match_info["message_id"]
-    if not (len(message_id) == 32 and all(c in "0123456789abcdef" for c in message_id)):
-        raise RequestError(f"{message_id!r} is not a message id.")
+    message_id = params(request)["message_id"]
     changed = state(request).store.ack_message(device.device_id, message_id)
     return reply({"message_id": message_id, "acked": True, "changed": changed})
 
 
 async def locate_svm(request: web.Request) -> web.Response:
     await authenticate(request)
-    service_id = request.match_info["service_id"]
+    service_id = params(request)["service_id"]
     svm = state(request).store.get_svm(service_id)
     if svm is None or svm.state != "active":
         raise NotFoundError(f"No service VM {service_id!r} on this cloudlet.")
     return reply({"service_id": svm.service_id, "fqdn": svm.fqdn, "ports": list(svm.ports)})
 
 
-_MESSAGE = {
-    "type": "object",
-    "properties": {
-        "message_id": {"type": "string"},
-        "kind": {"type": "string"},
-        "issuer": {"type": "string"},
-        "issuer_params": {"type": "string"},
-        "created_at": {"type": "integer"},
-        "body": {"type": "string"},
-    },
-}
+_MESSAGE = views.obj(
+    message_id=schema.MESSAGE_ID,
+    kind=views.STRING,
+    issuer=schema.ID,
+    issuer_params=views.nullable(views.BASE64),  # null: the issuer is no longer paired
+    created_at=views.INTEGER,
+    body=views.BASE64,
+)
 
 ROUTES = [
     Route(
@@ -120,13 +142,7 @@ ROUTES = [
         list_messages,
         "This device's unacknowledged messages (e.g. credentials from another cloudlet).",
         "device-proof",
-        response={
-            "type": "object",
-            "properties": {
-                "device_id": {"type": "string"},
-                "messages": {"type": "array", "items": _MESSAGE},
-            },
-        },
+        response=views.obj(device_id=schema.DEVICE_NAME, messages=views.array(_MESSAGE)),
         tag="device",
     ),
     Route(
@@ -136,6 +152,11 @@ ROUTES = [
         "Acknowledge a message; only then is its ciphertext dropped.",
         "device-proof",
         body=_EMPTY,
+        response=views.obj(
+            message_id=schema.MESSAGE_ID, acked={"const": True}, changed=views.BOOLEAN
+        ),
+        params={"message_id": schema.MESSAGE_ID},
+        errors=(404,),
         tag="device",
     ),
     Route(
@@ -144,6 +165,9 @@ ROUTES = [
         locate_svm,
         "Where a service VM is reachable: its stable FQDN and ports.",
         "device-proof",
+        response=views.obj(service_id=schema.ID, fqdn=schema.HOST, ports=views.array(schema.PORT)),
+        params={"service_id": schema.ID},
+        errors=(404,),
         tag="device",
     ),
 ]

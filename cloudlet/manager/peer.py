@@ -26,11 +26,11 @@ from aiohttp import web
 from cloudlet import bundles, formats
 from cloudlet.crypto.identity import Identity, Period, device_identity
 from cloudlet.errors import ConflictError, RequestError
-from cloudlet.manager import schema
+from cloudlet.manager import schema, views
 from cloudlet.manager.protocol import API_VERSION
 from cloudlet.manager.store import CloudletRecord, SvmRecord
 from cloudlet.manager.tlsctx import identify_peer, peer_certificate
-from cloudlet.manager.web import Route, State, b64, json_body, reply, state
+from cloudlet.manager.web import Route, State, b64, json_body, params, reply, state
 
 __all__ = ["ROUTES", "SVM_SCHEMA", "caller", "svm_record"]
 
@@ -139,16 +139,14 @@ async def receive_svm(request: web.Request) -> web.Response:
 
 async def commit_svm(request: web.Request) -> web.Response:
     peer = caller(request)
-    service_id = request.match_info["service_id"]
-    schema.validate(schema.ID, service_id)
+    service_id = params(request)["service_id"]
     changed = state(request).store.commit_svm(service_id, peer.cloudlet_id)
     return reply({"service_id": service_id, "state": "active", "changed": changed})
 
 
 async def abort_svm(request: web.Request) -> web.Response:
     peer = caller(request)
-    service_id = request.match_info["service_id"]
-    schema.validate(schema.ID, service_id)
+    service_id = params(request)["service_id"]
     changed = state(request).store.abort_svm(service_id, peer.cloudlet_id)
     return reply({"service_id": service_id, "changed": changed})
 
@@ -241,7 +239,7 @@ async def device_credentials(request: web.Request) -> web.Response:
         for j, k in zip(jobs, known, strict=True)
     ]
     loop = asyncio.get_running_loop()
-    sealed = await loop.run_in_executor(None, _issue, st, peer, jobs, now)
+    sealed = await loop.run_in_executor(st.credential_pool, _issue, st, peer, jobs, now)
     nb, na = int(period.not_before.timestamp()), int(period.not_after.timestamp())
     st.store.adopt_devices(
         [(j.name, nb, na, j.password) for j in jobs], data.get("service_id"), peer.cloudlet_id
@@ -266,6 +264,15 @@ ROUTES = [
         info,
         "Who we are, who the caller is, and what we hold (for target selection).",
         "peer-mtls",
+        response=views.obj(
+            cloudlet_id=schema.ID,
+            api_version=views.STRING,
+            caller=schema.ID,
+            ca_fingerprint=schema.SHA256,
+            params=views.BASE64,
+            services=views.array(views.SVM),
+            mem_available_mib=views.nullable(views.INTEGER),
+        ),
         tag="peer",
     ),
     Route(
@@ -275,6 +282,8 @@ ROUTES = [
         "Receive a migrating service VM's metadata into our SVM repository.",
         "peer-mtls",
         body=SVM_SCHEMA,
+        response=views.obj(service_id=schema.ID, state={"const": "pending"}, changed=views.BOOLEAN),
+        errors=(409,),
         tag="peer",
     ),
     Route(
@@ -283,6 +292,9 @@ ROUTES = [
         commit_svm,
         "The caller's migration of this service VM has completed: make its record active.",
         "peer-mtls",
+        response=views.obj(service_id=schema.ID, state={"const": "active"}, changed=views.BOOLEAN),
+        params={"service_id": schema.ID},
+        errors=(404, 409),
         tag="peer",
     ),
     Route(
@@ -291,6 +303,9 @@ ROUTES = [
         abort_svm,
         "The caller's migration of this service VM failed: drop its pending record.",
         "peer-mtls",
+        response=views.obj(service_id=schema.ID, changed=views.BOOLEAN),
+        params={"service_id": schema.ID},
+        errors=(409,),
         tag="peer",
     ),
     Route(
@@ -301,6 +316,15 @@ ROUTES = [
         "under the caller's IBE params.",
         "peer-mtls",
         body=CREDENTIALS_SCHEMA,
+        response=views.obj(
+            issuer=schema.ID,
+            recipient_cloudlet=schema.ID,
+            period=schema.PERIOD,
+            credentials=views.array(
+                views.obj(device_id=schema.ID, name=schema.DEVICE_NAME, bundle=views.BASE64)
+            ),
+        ),
+        errors=(409,),
         tag="peer",
     ),
 ]

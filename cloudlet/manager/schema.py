@@ -1,7 +1,8 @@
-"""Request bodies: strict JSON parsing and a small JSON Schema checker.
+"""Request bodies and parameters: strict JSON parsing and a small JSON Schema checker.
 
 The same schema dicts are published in the OpenAPI document, so what the
-spec says and what the server enforces cannot drift apart. Only the subset
+spec says and what the server enforces cannot drift apart. Messages quote
+what the client sent (``quote``), since they are logged as well as answered. Only the subset
 of JSON Schema the Manager uses is implemented (object with required
 properties and no unknown ones, string with length and pattern, integer with
 bounds, boolean, array with bounds and unique items); using anything else is
@@ -20,7 +21,17 @@ from typing import Any
 
 from cloudlet.errors import RequestError
 
-__all__ = ["DEVICE_NAME", "ID", "SHA256", "check", "parse_json", "validate"]
+__all__ = [
+    "DEVICE_NAME",
+    "ID",
+    "MESSAGE_ID",
+    "PERIOD",
+    "SHA256",
+    "check",
+    "parse_json",
+    "quote",
+    "validate",
+]
 
 # Reusable fragments.
 ID = {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", "maxLength": 63}
@@ -33,10 +44,34 @@ DEVICE_NAME = {
 HOST = {"type": "string", "pattern": "^[A-Za-z0-9.:-]{1,253}$", "maxLength": 253}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$", "maxLength": 64}
-BASE64 = {"type": "string", "pattern": "^[A-Za-z0-9+/]*={0,2}$", "maxLength": 65536}
+# Canonical padded base64, as base64.b64decode(validate=True) reads it ("abc" is not).
+BASE64 = {
+    "type": "string",
+    "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+    "maxLength": 65536,
+}
+MESSAGE_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$", "maxLength": 32}
+
+# A validity period exactly as cloudlet.crypto.identity.Period accepts it: a
+# month YYYY-MM or a day YYYY-MM-DD that exists, from the year 2000 on, and
+# ending before the year 10000 (so 9999-12 and 9999-12-31 are out). The spec
+# publishes this pattern, so a client can tell a real period from 0000-00.
+_MONTH = "(?:0[1-9]|1[0-2])"
+_DAY_1_28 = "(?:0[1-9]|1[0-9]|2[0-8])"
+_DAY_OF_ANY_YEAR = f"(?:{_MONTH}-{_DAY_1_28}|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+_YEAR_2000_9998 = "(?:[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+_LEAP_YEAR = "(?:[2-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[3579][26])00)"
+_IN_9999 = (
+    f"9999-(?:0[1-9]|1[01])(?:-{_DAY_1_28})?"
+    "|9999-(?:0[13-9]|1[01])-(?:29|30)|9999-(?:0[13578]|10)-31"
+    "|9999-12-(?:0[1-9]|[12][0-9]|30)"
+)
 PERIOD = {
     "type": "string",
-    "pattern": "^[0-9]{4}-[0-9]{2}(?:-[0-9]{2})?$",
+    "pattern": (
+        f"^(?:{_YEAR_2000_9998}-{_MONTH}|{_YEAR_2000_9998}-{_DAY_OF_ANY_YEAR}"
+        f"|{_LEAP_YEAR}-02-29|{_IN_9999})$"
+    ),
     "maxLength": 10,
 }
 
@@ -62,11 +97,20 @@ def _reject_constant(name: str) -> Any:
     raise RequestError(f"The JSON body contains {name}, which is not allowed.")
 
 
+def quote(text: str, limit: int = 64) -> str:
+    """Client-supplied text as a JSON string literal, for messages and the log.
+
+    Every control character comes out escaped (so a key cannot start a new
+    log line), and long text is cut: an error message echoes, never stores.
+    """
+    return json.dumps(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise RequestError(f"The JSON body repeats the key {key!r}.")
+            raise RequestError(f"The JSON body repeats the key {quote(key)}.")
         out[key] = value
     return out
 
@@ -114,7 +158,7 @@ def _errors(schema: dict, value: Any, where: str) -> list[str]:
             if name not in value:
                 out.append(f"{where}.{name} is required")
         if schema.get("additionalProperties", True) is False:
-            out += [f"{where}.{k} is not a known field" for k in value if k not in props]
+            out += [f"{where}[{quote(k)}] is not a known field" for k in value if k not in props]
         for name, sub in props.items():
             if name in value:
                 out += _errors(sub, value[name], f"{where}.{name}")
@@ -146,11 +190,11 @@ def _errors(schema: dict, value: Any, where: str) -> list[str]:
     return out
 
 
-def validate(schema: dict, value: Any) -> Any:
+def validate(schema: dict, value: Any, what: str = "The request body") -> Any:
     """Return ``value`` if it matches ``schema``; else RequestError listing why."""
     problems = _errors(schema, value, "$")
     if problems:
-        raise RequestError("The request body is not valid: " + "; ".join(problems[:10]) + ".")
+        raise RequestError(f"{what} is not valid: " + "; ".join(problems[:10]) + ".")
     return value
 
 

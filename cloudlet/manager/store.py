@@ -3,7 +3,8 @@
 All state lives in one SQLite file (WAL, foreign keys, a schema version), so
 a restart or a power cut in a vehicle loses nothing that was acknowledged:
 every change is one transaction, committed before the API answers. The
-file holds per-device EAP passwords, so it is created 0600.
+file holds per-device EAP passwords, so it and its -wal and -shm files are
+made 0600 at every open, not only when created (``perms``).
 
 Messages are kept until the device acknowledges them (KD-Cloudlet deleted
 them on read, so a dropped reply lost the credentials for good).
@@ -40,6 +41,7 @@ from cloudlet.errors import (
     ReplayError,
     StorageError,
 )
+from cloudlet.manager import perms
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -213,6 +215,7 @@ class Store:
                 # Create it 0600 before SQLite writes a byte (it holds EAP passwords).
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
                 os.close(fd)
+            self._make_private()  # a file that existed keeps its old mode otherwise
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"Cannot open the Manager database {self.path}: {exc}.") from exc
@@ -222,6 +225,16 @@ class Store:
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._migrate()
+        self._make_private()  # the -wal and -shm files SQLite has created by now
+
+    def _make_private(self) -> None:
+        """The database and its -wal and -shm files: 0600 each, however they came to be.
+
+        SQLite gives the -wal and -shm files the database's mode, and the
+        -wal holds recent pages (EAP passwords among them) in clear.
+        """
+        for suffix in ("", "-wal", "-shm"):
+            perms.ensure_mode(Path(f"{self.path}{suffix}"), 0o600, "Manager database file")
 
     def close(self) -> None:
         self._db.close()

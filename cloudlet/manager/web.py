@@ -7,10 +7,13 @@ operator hint, so a client never has to parse HTML or a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,21 +28,30 @@ from cloudlet.errors import (
     FormatError,
     IdentityError,
     ManagerError,
+    PayloadTooLarge,
     RequestError,
+    RequestTimeout,
+    TooManyRequests,
     UnsupportedMediaType,
 )
 from cloudlet.manager import schema
 from cloudlet.manager.config import Config
+from cloudlet.manager.limiter import FailureLimiter
 from cloudlet.manager.store import Store
 from cloudlet.manager.tlsctx import TrustStore
 
 __all__ = [
+    "ROUTES",
     "STATE",
     "Route",
     "State",
     "b64",
     "error_middleware",
+    "neutral_server_header",
+    "params",
+    "register",
     "json_body",
+    "read_body",
     "reply",
     "unb64",
 ]
@@ -62,6 +74,10 @@ class State:
     trust: TrustStore | None = None
     api_port: int = 8443  # the port devices are told to dial (set once bound)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Failed device proofs per source address (load_state sizes it from config).
+    failures: FailureLimiter = field(default_factory=FailureLimiter)
+    # The credential_workers threads; None is asyncio's default executor.
+    credential_pool: Executor | None = None
 
     def peers_changed(self) -> None:
         """Rebuild the TLS trust store after a cloudlet was paired or removed."""
@@ -74,7 +90,15 @@ STATE: web.AppKey[State] = web.AppKey("cloudlet_state", State)
 
 @dataclass(frozen=True)
 class Route:
-    """One endpoint: registered in aiohttp and described in OpenAPI from the same row."""
+    """One endpoint: registered in aiohttp and described in OpenAPI from the same row.
+
+    ``params`` holds the schema of every path parameter (each ``{name}`` in
+    ``path``) and of every optional query parameter (any other name); the
+    handler reads them through ``params(request)``, which validates them
+    with these very schemas. ``errors`` lists the statuses the handler
+    itself raises beyond those its body, parameters and security imply
+    (``openapi`` adds those); ``status`` is the success status.
+    """
 
     method: str
     path: str
@@ -83,18 +107,93 @@ class Route:
     security: str  # "none" | "peer-mtls" | "device-proof" | "admin-socket"
     body: dict | None = None
     response: dict | None = None
-    query: tuple[str, ...] = ()
+    params: Mapping[str, dict] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    status: int = 200
     tag: str = ""
+
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+
+# For ``params``: which Route row an aiohttp route was registered from.
+ROUTES: web.AppKey[dict] = web.AppKey("cloudlet_routes", dict)
+
+
+def register(app: web.Application, routes: Iterable[Route]) -> None:
+    """Add ``routes`` to ``app``, remembering each row for ``params``."""
+    rows = app.setdefault(ROUTES, {})
+    for route in routes:
+        rows[app.router.add_route(route.method, route.path, route.handler)] = route
+
+
+def params(request: web.Request) -> dict[str, str]:
+    """The request's path and query parameters, validated with its Route's schemas.
+
+    The one way handlers read parameters, so what the OpenAPI document says
+    about them is what is enforced. Absent query parameters are left out;
+    a repeated one is refused (two readers could pick different copies).
+    """
+    route = request.app[ROUTES][request.match_info.route]
+    in_path = route.path_params()
+    out = {}
+    for name, sub in route.params.items():
+        if name in in_path:
+            value, where = request.match_info[name], "path"
+        else:
+            values = request.query.getall(name, [])
+            if not values:
+                continue
+            if len(values) > 1:
+                raise RequestError(f"The query parameter {name} is given more than once.")
+            value, where = values[0], "query"
+        schema.validate(sub, value, f"The {where} parameter {name}")
+        out[name] = value
+    return out
 
 
 def state(request: web.Request) -> State:
     return request.app[STATE]
 
 
+def _late_body(timeout: float) -> RequestTimeout:
+    return RequestTimeout(f"The request body did not arrive within {timeout:g} s.")
+
+
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole body, refused when longer than ``limit`` bytes or slower than ``timeout`` s.
+
+    Content-Length is checked before a byte is read, and a chunked body is
+    counted as it arrives, so an oversized upload is never buffered. The
+    deadline stops a client that sends a few bytes and stalls from holding
+    the connection and its buffer.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"The body is {request.content_length} bytes; at most {limit} are accepted here."
+        )
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The body is longer than {limit} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _late_body(timeout) from None
+    return b"".join(chunks)
+
+
 async def json_body(request: web.Request, body_schema: dict, raw: bytes | None = None) -> Any:
-    """Read (size-limited by aiohttp), parse strictly and validate a JSON body."""
+    """Read (size-limited by aiohttp, time-limited by body_timeout), parse and validate."""
     if raw is None:
-        raw = await request.read()
+        timeout = state(request).config.body_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise _late_body(timeout) from None
     if request.content_type != "application/json":
         raise UnsupportedMediaType(
             f"The body must be application/json, not {request.content_type!r}."
@@ -140,11 +239,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except CloudletError as exc:
         status = _status(exc)
+        # raw_path as sent (percent-encoded): request.path would decode %0A into a line break.
+        path = request.raw_path
         if status >= 500:
-            log.error("%s %s failed: %s", request.method, request.path, exc)
+            log.error("%s %s failed: %s", request.method, path, exc)
         else:
-            log.info("%s %s refused (%d): %s", request.method, request.path, status, exc.message)
-        return _error(status, type(exc).__name__, exc.message, exc.hint)
+            log.info("%s %s refused (%d): %s", request.method, path, status, exc.message)
+        response = _error(status, type(exc).__name__, exc.message, exc.hint)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -153,4 +257,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             405: "See GET /openapi.json for the methods of this route.",
             413: "Nothing was changed. Send less per request.",
         }.get(exc.status, "")
-        return _error(exc.status, type(exc).__name__, exc.reason, hint)
+        response = _error(exc.status, type(exc).__name__, exc.reason, hint)
+        if "Allow" in exc.headers:  # 405 must say which methods the route has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:  # a bug: logged with its traceback, answered in the one error shape
+        log.exception("%s %s failed", request.method, request.raw_path)
+        return _error(
+            500, "InternalError", "The Manager failed on this request.", "See the Manager's log."
+        )
+
+
+async def neutral_server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: a Server header that names no software versions.
+
+    aiohttp's default ("Python/3.11 aiohttp/3.x") tells a scanner exactly
+    which published vulnerabilities to try.
+    """
+    response.headers["Server"] = "cloudlet-manager"

@@ -216,3 +216,9 @@ def test_gnutls_verifies_the_libvirt_certificates(ca, tmp_path):
         )  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
         assert "Chain verification output: Verified" in out.stdout
+
+
+def test_pem_text_that_is_not_ascii_is_a_format_error():
+    # A client-supplied ca_pem reaches this; it once escaped as a UnicodeEncodeError (a 500).
+    with pytest.raises(FormatError, match="not a readable PEM"):
+        pki.load_certificate("-----BEGIN CERTIFICATE-----\n\u00aa\n-----END CERTIFICATE-----\n")
