@@ -190,7 +190,7 @@ def _jobs(own_id: str, peer: CloudletRecord, devices: list[dict], period: Period
 
 def _issue(st: State, peer: CloudletRecord, jobs: list[_Job], now: datetime) -> list[bytes]:
     """CPU-bound: runs in a worker thread so the event loop keeps serving."""
-    params = formats.decode_params(peer.params)
+    recipient_params = formats.decode_params(peer.params)
     signer = bundles.issuer_key(st.master, jobs[0].identity.period)
     cfg = st.config
     out = []
@@ -200,7 +200,7 @@ def _issue(st: State, peer: CloudletRecord, jobs: list[_Job], now: datetime) -> 
             bundles.issue_device_bundle(
                 st.master,
                 job.identity,
-                params,
+                recipient_params,
                 job.recipient,
                 st.ca_pem,
                 network,
