@@ -9,7 +9,10 @@
   holding public params can encrypt to a device, so without the signature a
   stranger could hand the device a rogue TLS CA and network. The device
   opens it only against issuer params it already trusts
-  (``open_device_bundle``).
+  (``open_device_bundle``). A device's *first* bundle cannot be encrypted
+  to it (it has no key yet): it is signed to its own new identity and
+  pushed over a channel the admin trusts (``issue_first_device_bundle``,
+  ``verify_device_bundle``; ``cloudlet.device.sealed`` for a file).
 * ``PairingBundle``: what a cloudlet gives its peer at pairing: TLS CA, IBE
   params, credentials for joining its network, its FQDN and API port.
   Sealed with the direction key from the PAKE (``seal_pairing_bundle``),
@@ -52,11 +55,14 @@ __all__ = [
     "encode_pairing_bundle",
     "issue_device_bundle",
     "issue_device_bundles",
+    "issue_first_device_bundle",
     "issuer_key",
     "open_device_bundle",
     "open_pairing_bundle",
     "seal_device_bundle",
     "seal_pairing_bundle",
+    "sign_device_bundle",
+    "verify_device_bundle",
 ]
 
 _AAD_DEVICE = b"CLOUDLET-V01-DEVICE-BUNDLE"
@@ -248,6 +254,39 @@ def _signed_message(recipient: Identity, body: bytes) -> bytes:
     return _lp(_LABEL_DEVICE_SIG, recipient.encode(), body)
 
 
+def sign_device_bundle(
+    bundle: DeviceBundle,
+    signer: DeviceKey,
+    recipient: Identity | None = None,
+    rng: curve.Rng | None = None,
+) -> bytes:
+    """The issuer's signed bundle (type 9) for ``recipient``, not yet encrypted.
+
+    ``recipient`` defaults to the bundle's own identity: that is the *first
+    delivery* form, pushed to a device that has no key yet over a channel
+    the admin already trusts (SSH, or a passphrase-sealed file, see
+    ``cloudlet.device.sealed``). Signing it to itself means a type-9 object
+    lifted out of a migration ciphertext (signed to the device's old
+    identity) can never pass as a first delivery.
+    """
+    if not isinstance(bundle, DeviceBundle):
+        raise TypeError("expected a DeviceBundle")
+    if recipient is None:
+        recipient = bundle.device_key.identity
+    if not isinstance(recipient, Identity):
+        raise TypeError("recipient must be an Identity")
+    expected = cloudlet_identity(bundle.params.cloudlet_id, bundle.device_key.identity.period)
+    if not isinstance(signer, DeviceKey) or signer.identity != expected:
+        raise IdentityError(
+            f"Device bundles from {bundle.params.cloudlet_id!r} are signed with the key of "
+            f"{expected}.",
+            "Use bundles.issuer_key(master, period) of the issuing cloudlet.",
+        )
+    body = encode_device_bundle(bundle)
+    u, v = auth.sign(signer, _signed_message(recipient, body), rng)
+    return pack(Kind.SIGNED_DEVICE_BUNDLE, [body, curve.g1_to_bytes(u), curve.g1_to_bytes(v)])
+
+
 def seal_device_bundle(
     recipient_params: PublicParams,
     recipient: Identity,
@@ -264,18 +303,51 @@ def seal_device_bundle(
     """
     if not isinstance(bundle, DeviceBundle) or not isinstance(recipient, Identity):
         raise TypeError("expected a DeviceBundle and an Identity")
-    expected = cloudlet_identity(bundle.params.cloudlet_id, bundle.device_key.identity.period)
-    if not isinstance(signer, DeviceKey) or signer.identity != expected:
-        raise IdentityError(
-            f"Device bundles from {bundle.params.cloudlet_id!r} are signed with the key of "
-            f"{expected}.",
-            "Use bundles.issuer_key(master, period) of the issuing cloudlet.",
-        )
-    body = encode_device_bundle(bundle)
-    u, v = auth.sign(signer, _signed_message(recipient, body), rng)
-    signed = pack(Kind.SIGNED_DEVICE_BUNDLE, [body, curve.g1_to_bytes(u), curve.g1_to_bytes(v)])
+    signed = sign_device_bundle(bundle, signer, recipient, rng)
     ct = ibe.encrypt(recipient_params, recipient, signed, _AAD_DEVICE, rng=rng, now=now)
     return formats.encode_ciphertext(ct)
+
+
+def verify_device_bundle(
+    signed: bytes,
+    issuer: PublicParams | None = None,
+    recipient: Identity | None = None,
+    verify_key: bool = True,
+) -> DeviceBundle:
+    """Check a type-9 signed bundle and parse it.
+
+    ``issuer`` and ``recipient`` default to the bundle's own params and
+    identity: the first-delivery form (``sign_device_bundle``), where the
+    channel, not the device, vouches for the params, and the signature
+    proves the bundle whole and made by the holder of their master key.
+    """
+    if issuer is not None and not isinstance(issuer, PublicParams):
+        raise TypeError("issuer must be the issuing cloudlet's PublicParams")
+    body, u, v = unpack(signed, Kind.SIGNED_DEVICE_BUNDLE, [None, curve.G1_BYTES, curve.G1_BYTES])
+    bundle = decode_device_bundle(body)
+    if issuer is None:
+        issuer = bundle.params
+    if recipient is None:
+        recipient = bundle.device_key.identity
+    if bundle.params != issuer:
+        raise CryptoError(
+            f"The bundle was issued by {bundle.params.cloudlet_id!r} under parameters this "
+            f"device does not trust (expected {issuer.cloudlet_id!r}).",
+            "Fetch the bundle again from the cloudlet the device is moving to; if this "
+            "repeats, someone is forging bundles.",
+        )
+    signer = cloudlet_identity(issuer.cloudlet_id, bundle.device_key.identity.period)
+    message = _signed_message(recipient, body)
+    if not auth.verify_signature(
+        issuer, signer, message, curve.g1_from_bytes(u), curve.g1_from_bytes(v)
+    ):
+        raise CryptoError(
+            f"The bundle's signature from {issuer.cloudlet_id!r} is not valid.",
+            "The bundle was forged or damaged: do not use it; fetch it again.",
+        )
+    if verify_key:
+        ibe.check_device_key(issuer, bundle.device_key)
+    return bundle
 
 
 def open_device_bundle(
@@ -292,27 +364,27 @@ def open_device_bundle(
         raise TypeError("issuer must be the issuing cloudlet's PublicParams")
     ct = formats.decode_ciphertext(data)
     signed = ibe.decrypt(key, ct, _AAD_DEVICE)
-    body, u, v = unpack(signed, Kind.SIGNED_DEVICE_BUNDLE, [None, curve.G1_BYTES, curve.G1_BYTES])
-    bundle = decode_device_bundle(body)
-    if bundle.params != issuer:
-        raise CryptoError(
-            f"The bundle was issued by {bundle.params.cloudlet_id!r} under parameters this "
-            f"device does not trust (expected {issuer.cloudlet_id!r}).",
-            "Fetch the bundle again from the cloudlet the device is moving to; if this "
-            "repeats, someone is forging bundles.",
-        )
-    signer = cloudlet_identity(issuer.cloudlet_id, bundle.device_key.identity.period)
-    message = _signed_message(key.identity, body)
-    if not auth.verify_signature(
-        issuer, signer, message, curve.g1_from_bytes(u), curve.g1_from_bytes(v)
-    ):
-        raise CryptoError(
-            f"The bundle's signature from {issuer.cloudlet_id!r} is not valid.",
-            "The bundle was forged or damaged: do not use it; fetch it again.",
-        )
-    if verify_key:
-        ibe.check_device_key(issuer, bundle.device_key)
-    return bundle
+    return verify_device_bundle(signed, issuer, key.identity, verify_key)
+
+
+def issue_first_device_bundle(
+    master: MasterKey,
+    identity: Identity,
+    tls_ca_pem: str,
+    network: NetworkCredential,
+    api_host: str,
+    api_port: int,
+    rng: curve.Rng | None = None,
+) -> bytes:
+    """Pairing: a device's first bundle, signed to itself (``sign_device_bundle``).
+
+    The result is a secret (it holds the device key): push it over the
+    admin's SSH connection, or seal it with a passphrase for a file.
+    """
+    bundle = DeviceBundle(
+        ibe.extract(master, identity), master.params, tls_ca_pem, network, api_host, api_port
+    )
+    return sign_device_bundle(bundle, issuer_key(master, identity.period), rng=rng)
 
 
 def issue_device_bundle(

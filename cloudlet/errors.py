@@ -11,8 +11,11 @@ from __future__ import annotations
 __all__ = [
     "AuditError",
     "AuthenticationError",
+    "BundleRefused",
     "CertificateError",
     "CloudletError",
+    "CloudletRefused",
+    "CloudletUnreachable",
     "CodeExhausted",
     "CodeFormatError",
     "CodeMismatch",
@@ -20,12 +23,14 @@ __all__ = [
     "ConflictError",
     "CryptoError",
     "DecryptionError",
+    "DeviceClientError",
     "DeviceForbidden",
     "ExpiredIdentityError",
     "FormatError",
     "IdentityError",
     "LabError",
     "ManagerError",
+    "NoCredentialError",
     "NotFoundError",
     "PairingError",
     "PayloadTooLarge",
@@ -36,8 +41,11 @@ __all__ = [
     "RequestTimeout",
     "StorageError",
     "SvmImageError",
+    "SvmUnreachable",
     "TooManyRequests",
     "UnsupportedMediaType",
+    "WeakPassphrase",
+    "WrongPassphrase",
 ]
 
 
@@ -298,3 +306,77 @@ class TooManyRequests(ManagerError):
     def __init__(self, message: str, retry_after: int, hint: str | None = None) -> None:
         super().__init__(message, hint)
         self.retry_after = retry_after
+
+
+# --- device client -----------------------------------------------------------
+
+
+class WrongPassphrase(DecryptionError):
+    """A passphrase-sealed file did not open: wrong passphrase, or altered."""
+
+    default_hint = (
+        "Type the passphrase again exactly as the cloudlet admin gave it (case, spaces "
+        "and hyphens do not matter). If it still fails, the file was damaged or altered: "
+        "ask the admin to export the bundle again."
+    )
+
+
+class WeakPassphrase(CloudletError):
+    """A passphrase too short to seal a secret that can be guessed offline."""
+
+    default_hint = (
+        "Use a generated passphrase (cloudlet.device.sealed.generate_passphrase) or at "
+        "least 6 random words."
+    )
+
+
+class DeviceClientError(CloudletError):
+    """The device client could not do what was asked."""
+
+
+class NoCredentialError(DeviceClientError):
+    """The device holds no credential bundle yet, or it is unreadable."""
+
+    default_hint = (
+        "Import the bundle the cloudlet admin gave you: cloudlet-device import FILE "
+        "(or ask the admin to run the device pairing ceremony again)."
+    )
+
+
+class BundleRefused(DeviceClientError):
+    """A credential bundle that is well formed but must not be installed."""
+
+    default_hint = (
+        "Nothing was stored. Ask the cloudlet admin for this device's signed bundle "
+        "(the device pairing ceremony exports it)."
+    )
+
+
+class CloudletUnreachable(DeviceClientError):
+    """The Manager API could not be reached, or its TLS certificate was refused."""
+
+    default_hint = (
+        "Check that the device is on the cloudlet's network and that its clock is right; "
+        "`cloudlet-device status` shows the API address it dials."
+    )
+
+
+class CloudletRefused(DeviceClientError):
+    """The Manager answered with an error; ``status`` is its HTTP status."""
+
+    def __init__(
+        self, message: str, hint: str | None = None, status: int = 0, kind: str = ""
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.kind = kind
+
+
+class SvmUnreachable(DeviceClientError):
+    """A service VM's name did not resolve, or it did not answer."""
+
+    default_hint = (
+        "Check that the device uses its cloudlet as DNS server and has a route to the "
+        "SVM subnet (the device_client role), and that the SVM is running "
+        "(`cloudlet-device locate SERVICE`)."
+    )

@@ -79,6 +79,7 @@ class Kind(enum.IntEnum):
     PAIRING_BUNDLE = 7
     SEALED_BUNDLE = 8
     SIGNED_DEVICE_BUNDLE = 9
+    PASSPHRASE_SEALED = 10
 
 
 _NAMES = {
@@ -91,6 +92,7 @@ _NAMES = {
     Kind.PAIRING_BUNDLE: "cloudlet pairing bundle",
     Kind.SEALED_BUNDLE: "sealed pairing bundle",
     Kind.SIGNED_DEVICE_BUNDLE: "signed device credential bundle",
+    Kind.PASSPHRASE_SEALED: "passphrase-sealed file",
 }
 
 
