@@ -7,6 +7,9 @@ take the most time in the first setup (from ansible-runner's job events).
 
 Each run brings up a fresh "cerb" lab (10.86.0.0/16, warm image cache), so a
 lab brought up by `make demo` is left alone; the lab is removed at the end.
+The control node's state (manifest signing key, delivery records, audit log)
+goes to a scratch control directory, removed at the end too, so the
+checkout's control/ is left alone as well.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ def main() -> None:
     inventory = scratch / "hosts.yml"
     lab = ["-e", "lab_name=cerb", "-e", "lab_subnet=10.86.0.0/16",
            "-e", f"lab_inventory_path={inventory}"]
-    on_lab = ["-i", str(inventory), "-e", f"cloudlet_delivery_records_dir={scratch}/deliveries"]
+    # cloudlet_control_dir and the audit callback both follow it.
+    os.environ["CLOUDLET_CONTROL_DIR"] = str(scratch / "control")
+    on_lab = ["-i", str(inventory)]
     times: dict[str, list[float]] = {"setup, first run": [], "setup, second run": [],
                                      "delivery": []}
     slowest = []

@@ -67,15 +67,15 @@ EXAMPLES = r"""
   cloudlet_manifest:
     mode: sign
     manifest: "{{ __scan.manifest }}"
-    signing_key: ~/.local/share/cloudlet/manifest.key
-    dest: "deliveries/{{ inventory_hostname }}.manifest"
+    signing_key: "{{ cloudlet_control_dir }}/manifest.key"
+    dest: "{{ cloudlet_control_dir }}/deliveries/{{ inventory_hostname }}.manifest"
   delegate_to: localhost
 
 - name: Check the cloudlet against its signed manifest at delivery
   cloudlet_manifest:
     mode: check
     path: /etc/cloudlet/delivery.manifest
-    public_key: "{{ lookup('file', '~/.local/share/cloudlet/manifest.key.pub') }}"
+    public_key: "{{ lookup('file', cloudlet_control_dir ~ '/manifest.key.pub') }}"
 """
 
 RETURN = r"""

@@ -42,20 +42,28 @@ from cloudlet.audit.events import (
     task_label,
     task_result,
 )
-from cloudlet.audit.log import DEFAULT_LOG, AuditLog, default_key_path, head_path_for, load_key
+from cloudlet.audit.log import (
+    LOG_NAME,
+    AuditLog,
+    default_key_path,
+    default_log_path,
+    head_path_for,
+    load_key,
+)
 from cloudlet.audit.records import EVENTS, GENESIS, OUTCOMES, Event, Record
 from cloudlet.audit.verification import Verification, verify
 
 __all__ = [
-    "DEFAULT_LOG",
     "EVENTS",
     "GENESIS",
+    "LOG_NAME",
     "OUTCOMES",
     "AuditLog",
     "Event",
     "Record",
     "Verification",
     "default_key_path",
+    "default_log_path",
     "head_path_for",
     "load_key",
     "local_user",

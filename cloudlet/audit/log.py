@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,11 +30,25 @@ from cloudlet.audit.records import (
     _head_mac,
     _parse_line,
 )
+from cloudlet.control import control_dir
 from cloudlet.errors import AuditError
 from cloudlet.formats import write_secret_file
 
-DEFAULT_LOG = "~/.local/state/cloudlet/audit.log"
+LOG_NAME = "audit.log"
 KEY_BYTES = 32
+
+
+def default_log_path(
+    project: str | os.PathLike, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The log when none is named: ``audit.log`` in the control directory.
+
+    The control directory (``cloudlet.control``) also holds the manifest
+    signing key and the delivery records, so a run from a container or an AWX
+    job that keeps that one directory keeps the same chain. The callback's
+    ``log_path`` option (``$CLOUDLET_AUDIT_LOG``) still wins over this.
+    """
+    return control_dir(project, environ) / LOG_NAME
 
 
 def default_key_path(log_path: str | os.PathLike) -> Path:

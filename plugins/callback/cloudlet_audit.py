@@ -35,8 +35,13 @@ options:
       - The audit log file. Its directory is created (mode C(0700)) if needed.
       - A lock file (V(.lock)), the head file (V(.head)) and, for a keyed log,
         the key (V(.key)) sit beside it.
+      - When not set, C(audit.log) in the control directory - E(CLOUDLET_CONTROL_DIR)
+        if set, else C(control/) in the project checkout (the parent of this
+        plugin's C(plugins/) directory). The manifest signing key and the
+        delivery records live there too (role default C(cloudlet_control_dir)),
+        so a run from a container or an AWX job given that directory continues
+        the same chain.
     type: path
-    default: ~/.local/state/cloudlet/audit.log
     env:
       - name: CLOUDLET_AUDIT_LOG
     ini:
@@ -71,6 +76,7 @@ notes:
 
 import os
 import traceback
+from pathlib import Path
 
 from ansible.plugins.callback import CallbackBase
 
@@ -83,6 +89,9 @@ except ImportError:
 else:
     HAS_CLOUDLET = True
     CLOUDLET_IMPORT_ERROR = None
+
+# plugins/callback/<this file>: the project checkout is two levels up.
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 class CallbackModule(CallbackBase):
@@ -112,7 +121,7 @@ class CallbackModule(CallbackBase):
             self.disabled = True
             return
         self._log = audit.AuditLog(
-            self.get_option("log_path"),
+            self.get_option("log_path") or audit.default_log_path(PROJECT),
             keyed=self.get_option("keyed"),
             key_path=self.get_option("key_path"),
         )

@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LAB = "itest"
 SUBNET = "10.78.0.0/16"
 STATE_DIR = f"/var/lib/cloudlet-lab/{LAB}"
-# The ceremonies' audit log for this test session (the callback is always on).
-AUDIT_LOG = f"/tmp/cloudlet-itest-audit-{os.getpid()}/audit.log"
+# The control node's state for this test session: the manifest signing key and
+# the delivery records (cloudlet_control_dir), and the ceremonies' audit log
+# (the callback is always on), so the checkout's own control/ is left alone.
+CONTROL_DIR = Path(f"/tmp/cloudlet-itest-control-{os.getpid()}")
+AUDIT_LOG = f"{CONTROL_DIR}/audit.log"
 
 
 def pytest_collection_modifyitems(items):
@@ -71,7 +74,7 @@ def ansible_env() -> dict[str, str]:
     return {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
             # ansible-runner adds its own callback directory: name ours here too.
             "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "plugins" / "callback"),
-            "CLOUDLET_AUDIT_LOG": AUDIT_LOG}
+            "CLOUDLET_CONTROL_DIR": str(CONTROL_DIR), "CLOUDLET_AUDIT_LOG": AUDIT_LOG}
 
 
 def playbook(book: str, *args: str, check: bool = True) -> PlaybookRun:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import AUDIT_LOG, ROOT
+from conftest import AUDIT_LOG, CONTROL_DIR, ROOT
 
 from cloudlet import pki
 
@@ -190,7 +190,8 @@ def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
         lab.ssh("cloudlet-b", f"cp -p /root/victim.orig {victim} && rm /root/victim.orig")
 
     lab.ceremony("delivery")
-    records = {h: json.loads((ROOT / "deliveries" / f"{h}.json").read_text())
+    # Where the ceremonies kept them: the session's control directory.
+    records = {h: json.loads((CONTROL_DIR / "deliveries" / f"{h}.json").read_text())
                for h in ("cloudlet-a", "cloudlet-b")}
     for host, record in records.items():
         assert record["cloudlet"] == host
@@ -213,7 +214,7 @@ def test_delivery_names_a_tampered_file_then_hands_over(lab, set_up):
     # The host keys recorded at delivery are all a later run needs to trust the cloudlet.
     field = subprocess.run(
         ["ssh", "-i", f"{lab.state_dir}/field_ed25519", "-o", "IdentitiesOnly=yes",
-         "-o", f"UserKnownHostsFile={ROOT}/deliveries/known_hosts", "-o", "BatchMode=yes",
+         "-o", f"UserKnownHostsFile={CONTROL_DIR}/deliveries/known_hosts", "-o", "BatchMode=yes",
          "-o", "StrictHostKeyChecking=yes", f"root@{a_ip}", "true"],
         capture_output=True, text=True, timeout=60)
     assert field.returncode == 0, field.stderr

@@ -48,19 +48,23 @@ PLAYBOOK = """\
 pytestmark = pytest.mark.skipif(not PLAYBOOK_BIN.exists(), reason="ansible-playbook not in venv")
 
 
-def _run(tmp_path: Path, log: Path) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, log: Path | None, **more_env: str) -> subprocess.CompletedProcess:
+    """The playbook, recorded in ``log`` (None: where the callback puts it by default)."""
     book = tmp_path / "ceremony.yml"
     book.write_text(PLAYBOOK.replace("SECRET_ARG_PLACEHOLDER", SECRET))
+    outer = {k: v for k, v in os.environ.items()
+             if k not in ("CLOUDLET_AUDIT_LOG", "CLOUDLET_CONTROL_DIR")}  # fmt: skip
     env = dict(
-        os.environ,
+        outer,
         ANSIBLE_CALLBACKS_ENABLED="cloudlet_audit",
         ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "plugins" / "callback"),
         ANSIBLE_CONFIG=str(tmp_path / "none.cfg"),
         ANSIBLE_HOME=str(tmp_path / "ansible-home"),
         ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
         ANSIBLE_NOCOWS="1",
-        CLOUDLET_AUDIT_LOG=str(log),
         TEST_SECRET=SECRET,
+        **({} if log is None else {"CLOUDLET_AUDIT_LOG": str(log)}),
+        **more_env,
     )
     cmd = [
         str(PLAYBOOK_BIN),
@@ -112,3 +116,18 @@ def test_real_playbook_is_recorded(tmp_path):
     again = audit.verify(log, key)
     assert again.ok and again.records == 12
     assert SECRET.encode() not in log.read_bytes()
+
+
+def test_by_default_the_log_is_in_the_control_dir_and_the_log_path_still_wins(tmp_path):
+    """CLOUDLET_CONTROL_DIR moves the log with the signing key and the records."""
+    control = tmp_path / "persistent" / "control"
+    proc = _run(tmp_path, None, CLOUDLET_CONTROL_DIR=str(control))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = control / "audit.log"
+    assert audit.verify(log, audit.load_key(audit.default_key_path(log))).records == 6
+    assert (control.stat().st_mode & 0o777) == 0o700
+
+    named = tmp_path / "named" / "audit.log"
+    assert _run(tmp_path, named, CLOUDLET_CONTROL_DIR=str(control)).returncode == 0
+    assert audit.verify(named, audit.load_key(audit.default_key_path(named))).records == 6
+    assert audit.verify(log, audit.load_key(audit.default_key_path(log))).records == 6

@@ -74,6 +74,12 @@ def short_description(role: str, entry_point: str) -> str:
     return spec["argument_specs"][entry_point]["short_description"]
 
 
+# Every cloudlet role depends on cloudlet_common: its validation runs first.
+COMMON_VALIDATION = (
+    f"cloudlet_common : {VALIDATION} 'main' - {short_description('cloudlet_common', 'main')}"
+)
+
+
 # role, entry point, its variables as a play passes them, what the error must say
 WRONG = [
     pytest.param(
@@ -122,9 +128,11 @@ def test_a_wrong_variable_fails_the_role_before_any_of_its_tasks(
     validation = (
         f"{role} : {VALIDATION} '{entry_point}' - {short_description(role, entry_point)}"
     )
-    # The validation is the only task that ran, and it failed.
-    assert tasks == [("localhost", validation, "failed")], proc.stdout
-    assert "ok=0 " in proc.stdout and "failed=1 " in proc.stdout
+    # The role's validation is the only task of it that ran, and it failed. Before
+    # it, only the validation of its dependency cloudlet_common (the shared facts).
+    before = [] if role == "lab" else [("localhost", COMMON_VALIDATION, "ok")]
+    assert tasks == [*before, ("localhost", validation, "failed")], proc.stdout
+    assert f"ok={len(before)} " in proc.stdout and "failed=1 " in proc.stdout
     result = failed_result(proc.stdout)
     assert result["validate_args_context"]["type"] == "role"
     assert result["validate_args_context"]["name"] == role
@@ -132,6 +140,26 @@ def test_a_wrong_variable_fails_the_role_before_any_of_its_tasks(
     for error in errors:
         assert error in result["msg"], result["msg"]
     assert f"TASK [{validation}]" in proc.stdout
+
+
+def test_a_wrong_shared_fact_fails_before_any_task_of_the_role_that_reads_it(tmp_path):
+    play = [{
+        "name": "Apply a role with a wrong shared fact",
+        "hosts": "localhost",
+        "connection": "local",
+        "gather_facts": False,
+        "vars": {"cloudlet_svm_domain_type": "xen", "cloudlet_pair_address": "192.0.2.1"},
+        "roles": [{"role": "cloudlet_libvirt"}],
+    }]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    proc, tasks = ansible_playbook(tmp_path, "-i", "localhost,", "play.yml")
+
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    # Only the shared facts' validation ran; cloudlet_libvirt's never started.
+    assert tasks == [("localhost", COMMON_VALIDATION, "failed")], proc.stdout
+    result = failed_result(proc.stdout)
+    assert result["validate_args_context"]["name"] == "cloudlet_common"
+    assert "value of cloudlet_svm_domain_type must be one of: kvm, qemu, got: xen" in result["msg"]
 
 
 def lab_inventory(tmp_path: Path) -> Path:
@@ -209,6 +237,7 @@ def test_the_playbooks_pass_validation_with_the_lab_inventory_and_the_command_li
         {("localhost", "lab", "main")}
         | {(host, role, point) for host in cloudlets for role, point in on_cloudlets}
         | {(host, "device_client", "main") for host in devices}
+        | {(host, "cloudlet_common", "main") for host in cloudlets | devices}
     )
     # Nothing else ran but the include of the seal.
     others = {task for _, task, _ in tasks if VALIDATION not in task}
