@@ -36,6 +36,7 @@ __all__ = [
     "PayloadTooLarge",
     "PeerAuthError",
     "ProtocolError",
+    "RadioError",
     "ReplayError",
     "RequestError",
     "RequestTimeout",
@@ -182,6 +183,19 @@ class LabError(CloudletError):
 
     default_hint = (
         "Run the lab play again with lab_state=absent to clear it, then bring it up again."
+    )
+
+
+class RadioError(LabError):
+    """The simulated-radio check (a QEMU guest with mac80211_hwsim) could not run.
+
+    A station that does not associate is a result, not this error: this is for a
+    guest that could not be built, booted or read.
+    """
+
+    default_hint = (
+        "Run `apt-get update` if a package could not be downloaded; delete "
+        "/var/cache/cloudlet-lab/radio to rebuild the guest from scratch."
     )
 
 
