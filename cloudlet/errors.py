@@ -195,7 +195,7 @@ class RadioError(LabError):
 
     default_hint = (
         "Run `apt-get update` if a package could not be downloaded; delete "
-        "/var/cache/cloudlet-lab/radio to rebuild the guest from scratch."
+        "/var/cache/cloudlet-radio to rebuild the guest from scratch."
     )
 
 

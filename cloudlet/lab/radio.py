@@ -84,6 +84,8 @@ while [ -n "$pending" ] && [ $(( $(date +%s) - start )) -lt @DEADLINE@ ]; do
     if wpa_cli -p /run/wpa_supplicant -i wlan$k status 2>/dev/null \
         | grep -q '^wpa_state=COMPLETED'; then
       eval "t_done$k=$(up)"
+    elif grep -q 'CTRL-EVENT-SSID-TEMP-DISABLED' /tmp/station$k.log; then
+      eval "t_refused$k=$(up)"
     else
       left="$left $k"
     fi
@@ -103,9 +105,9 @@ printf '"ap":{"log":"%s","all_sta":"%s"},"stations":{' \
   "$(b64 /tmp/hostapd.log)" "$(b64 /tmp/all_sta.txt)"
 sep=""
 for k in @STATIONS@; do
-  eval "done=\$t_done$k"
-  printf '%s"%s":{"status":"%s","log":"%s","done":"%s"}' "$sep" "$k" \
-    "$(b64 /tmp/status$k.txt)" "$(b64 /tmp/station$k.log)" "$done"
+  eval "ok=\$t_done$k refused=\$t_refused$k"
+  printf '%s"%s":{"status":"%s","log":"%s","done":"%s","refused":"%s"}' "$sep" "$k" \
+    "$(b64 /tmp/status$k.txt)" "$(b64 /tmp/station$k.log)" "$ok" "$refused"
   sep=","
 done
 printf '}}\n'
@@ -123,7 +125,10 @@ class StationResult:
     eap: str | None  # "success", "failure", or None when no EAP outcome was logged
     status: dict[str, str]
     log_tail: str
-    seconds_to_complete: float | None
+    # "completed", "refused" (the supplicant disabled the network after failed
+    # attempts: it stops waiting for it), or "deadline".
+    settled: str
+    seconds_to_settle: float | None
 
     @property
     def completed(self) -> bool:
@@ -136,7 +141,8 @@ class RadioResult:
     ap_log_tail: str
     ap_stations: str
     guest_uptime: dict[str, float | None]
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole call, base build included
+    guest_seconds: float = 0.0  # QEMU start to power-off
     base_built: bool = False
     base_seconds: float = 0.0
     console_tail: str = field(default="", repr=False)
@@ -210,12 +216,16 @@ def parse_console(console: str, names: list[str]) -> RadioResult:
                     eap = "success"
                 elif "CTRL-EVENT-EAP-FAILURE" in line:
                     eap = "failure"
-            done = float(item["done"]) if item["done"] else None
             begun = float(raw["uptime"]["start"])
+            settled, when = "deadline", None
+            for outcome, key in (("completed", "done"), ("refused", "refused")):
+                if item.get(key):
+                    settled, when = outcome, round(float(item[key]) - begun, 1)
+                    break
             stations[name] = StationResult(
                 name=name, interface=f"wlan{k}", wpa_state=status.get("wpa_state", "UNKNOWN"),
                 key_mgmt=status.get("key_mgmt"), eap=eap, status=status, log_tail=log,
-                seconds_to_complete=None if done is None else round(done - begun, 1),
+                settled=settled, seconds_to_settle=when,
             )
         uptime = {k: (float(v) if v else None) for k, v in raw["uptime"].items()}
         return RadioResult(stations=stations, ap_log_tail=_text(raw["ap"]["log"]),
@@ -264,15 +274,17 @@ def run_radio_check(
     *,
     files: dict[str, bytes] | None = None,
     timeout: float = 120,
-    deadline: int = 20,
+    deadline: int = 30,
     cache_dir: str = CACHE_DIR,
 ) -> RadioResult:
     """Boot one guest: hostapd with ``ap_config``, one wpa_supplicant per station.
 
     ``stations`` maps a name of the caller's choosing to a wpa_supplicant
-    configuration; they get wlan1.. in the dict's order. ``deadline`` is how
-    long, from the stations' start, the guest waits for all to complete;
-    ``timeout`` bounds the whole boot, after which QEMU is killed.
+    configuration; they get wlan1.. in the dict's order. The guest stops
+    waiting for a station when it completes or its supplicant disables the
+    network after failed attempts (CTRL-EVENT-SSID-TEMP-DISABLED), and for all
+    of them ``deadline`` seconds after they started. ``timeout`` bounds the
+    QEMU run (not the first build of the base), after which QEMU is killed.
     """
     if not stations:
         raise RadioError("A radio check needs at least one station.")
@@ -292,11 +304,12 @@ def run_radio_check(
             out.write(overlay)
             shutil.copyfileobj(fh, out)
         console_path = Path(tmp) / "console.log"
+        booted = time.monotonic()
         with open(console_path, "wb") as console:
             proc = subprocess.Popen(qemu_argv(base.kernel, initrd), stdin=subprocess.DEVNULL,
                                     stdout=console, stderr=subprocess.STDOUT)
             try:
-                proc.wait(timeout=max(1.0, timeout - (time.monotonic() - start)))
+                proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -309,6 +322,7 @@ def run_radio_check(
         text = console_path.read_text("utf-8", "replace")
     result = parse_console(text, names)
     result.seconds = round(time.monotonic() - start, 1)
+    result.guest_seconds = round(time.monotonic() - booted, 1)
     result.base_built = base.built
     result.base_seconds = base.seconds
     return result

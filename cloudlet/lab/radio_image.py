@@ -43,7 +43,9 @@ __all__ = [
     "newc_archive",
 ]
 
-CACHE_DIR = "/var/cache/cloudlet-lab/radio"
+# Not under /var/cache/cloudlet-lab: the lab prunes every entry there but its
+# current base image.
+CACHE_DIR = os.environ.get("CLOUDLET_RADIO_CACHE", "/var/cache/cloudlet-radio")
 # Loaded in this order (DESIGN.md §6); mac80211_hwsim is loaded last, with radios=N.
 MODULES = (
     "virtio_ring", "virtio", "rfkill", "cfg80211", "libarc4", "mac80211", "ctr", "ccm",

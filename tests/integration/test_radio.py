@@ -17,6 +17,9 @@ import pytest
 
 from cloudlet.lab.radio import RadioResult, run_radio_check
 
+# A boot takes about 45 s on an idle 2-core host; a loaded one (other QEMU
+# guests, a lab build) can take twice that under TCG.
+TIMEOUT = 240
 PAIR_SSID = "cloudlet-pair"
 FIELD_SSID = "cloudlet-field"
 EAP_USERS = "/etc/radio/eap_user"
@@ -83,7 +86,7 @@ def eap_pwd_station_config(ssid: str, identity: str, password: str) -> str:
 @pytest.fixture(autouse=True)
 def _root() -> None:
     if os.geteuid() != 0:
-        pytest.fail("The radio tests need root: they download into /var/cache/cloudlet-lab.")
+        pytest.fail("The radio tests need root: they download into /var/cache/cloudlet-radio.")
 
 
 def _explain(result: RadioResult) -> str:
@@ -99,6 +102,7 @@ def test_wpa3_sae_pairing_link_admits_only_the_right_password():
         sae_ap_config(PAIR_SSID, password),
         {"right": sae_station_config(PAIR_SSID, password),
          "wrong": sae_station_config(PAIR_SSID, "tactical pairing link 8")},
+        timeout=TIMEOUT,
     )
     right, wrong = result.stations["right"], result.stations["wrong"]
     assert right.wpa_state == "COMPLETED", _explain(result)
@@ -115,6 +119,7 @@ def test_eap_pwd_field_network_admits_only_a_paired_identity():
         {"paired": eap_pwd_station_config(FIELD_SSID, "device-1", "field secret one"),
          "unknown": eap_pwd_station_config(FIELD_SSID, "stranger", "field secret one")},
         files={EAP_USERS: eap_users({"device-1": "field secret one"})},
+        timeout=TIMEOUT,
     )
     paired, unknown = result.stations["paired"], result.stations["unknown"]
     assert paired.wpa_state == "COMPLETED", _explain(result)

@@ -119,20 +119,21 @@ def test_parse_console_reads_each_station_by_name_in_order():
         "1": {"status": _b64("bssid=02:00:00:00:00:00\nkey_mgmt=WPA2-EAP-SHA256\n"
                              "wpa_state=COMPLETED\nEAP state=SUCCESS\n"),
               "log": _b64("wlan1: CTRL-EVENT-EAP-SUCCESS EAP authentication completed\n"),
-              "done": "19.9"},
+              "done": "19.9", "refused": ""},
         "2": {"status": _b64("wpa_state=DISCONNECTED\n"),
               "log": _b64("wlan2: CTRL-EVENT-EAP-STARTED\nwlan2: CTRL-EVENT-EAP-FAILURE x\n"),
-              "done": ""},
+              "done": "", "refused": "12.0"},
     })
     result = radio.parse_console(console, ["paired", "unknown"])
     paired, unknown = result.stations["paired"], result.stations["unknown"]
     assert (paired.interface, paired.wpa_state, paired.key_mgmt, paired.eap) == (
         "wlan1", "COMPLETED", "WPA2-EAP-SHA256", "success")
-    assert paired.completed and paired.seconds_to_complete == 8.4
+    assert paired.completed and (paired.settled, paired.seconds_to_settle) == ("completed", 8.4)
     assert paired.status["EAP state"] == "SUCCESS"
     assert (unknown.interface, unknown.wpa_state, unknown.key_mgmt, unknown.eap) == (
         "wlan2", "DISCONNECTED", None, "failure")
-    assert not unknown.completed and unknown.seconds_to_complete is None
+    assert not unknown.completed and (unknown.settled, unknown.seconds_to_settle) == ("refused",
+                                                                                      0.5)
     assert result.ap_log_tail == "wlan0: AP-ENABLED\n"
     assert result.guest_uptime["end"] == 31.6
 
@@ -151,7 +152,7 @@ def test_parse_console_refuses_a_damaged_block():
 
 
 def test_parse_console_refuses_a_block_missing_a_station():
-    console = _console({"1": {"status": "", "log": "", "done": ""}})
+    console = _console({"1": {"status": "", "log": "", "done": "", "refused": ""}})
     with pytest.raises(RadioError, match="malformed"):
         radio.parse_console(console, ["a", "b"])
 
