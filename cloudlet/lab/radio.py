@@ -3,8 +3,8 @@
 One call boots one QEMU TCG guest (``radio_image`` builds and caches it) with
 ``mac80211_hwsim radios=N``: hostapd on wlan0 and one wpa_supplicant per
 station on wlan1..wlanN. The guest waits until every station reaches
-``wpa_state=COMPLETED`` or the deadline passes, prints a delimited JSON block
-on its serial console, and powers off; the host parses the block.
+``wpa_state=COMPLETED`` or gives up, or the deadline passes, prints a
+delimited JSON block on its serial console, and powers off; the host parses it.
 
 The harness owns the interface names: it sets ``interface=wlan0`` in the AP
 configuration (replacing any ``interface=`` line) and passes ``-i wlanK`` to
