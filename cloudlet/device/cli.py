@@ -22,6 +22,7 @@ from pathlib import Path
 from cloudlet import formats
 from cloudlet.device.client import Credential, DeviceClient
 from cloudlet.device.importer import PassphraseSource
+from cloudlet.device.network import DRIVERS, Supplicant
 from cloudlet.device.progress import Console
 from cloudlet.device.store import DEFAULT_STATE_DIR
 from cloudlet.errors import CloudletError, StorageError
@@ -65,6 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("status", help="show the stored credentials (never the key or password)")
+
+    join = sub.add_parser(
+        "join", help="join the cloudlet's network over 802.1X, then take a DHCP lease and DNS"
+    )
+    join.add_argument(
+        "--interface",
+        default=os.environ.get("CLOUDLET_DEVICE_INTERFACE"),
+        required="CLOUDLET_DEVICE_INTERFACE" not in os.environ,
+        help="the network interface (or $CLOUDLET_DEVICE_INTERFACE)",
+    )
+    join.add_argument(
+        "--driver",
+        choices=DRIVERS,
+        default=os.environ.get("CLOUDLET_DEVICE_DRIVER", "nl80211"),
+        help="nl80211 for a radio (default), wired for an 802.1X Ethernet port "
+        "(or $CLOUDLET_DEVICE_DRIVER)",
+    )
+    join.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                      help="give up after this long (default %(default)s)")
 
     for name in ("messages", "fetch"):
         msg = sub.add_parser(
@@ -188,6 +208,12 @@ def _cmd_messages(client: DeviceClient, args, say) -> int:
     return 1 if failed else 0
 
 
+def _cmd_join(client: DeviceClient, args, say) -> int:
+    client.network = Supplicant(args.interface, args.driver, progress=client.progress)
+    client.join(args.wait)
+    return 0
+
+
 def _cmd_locate(client: DeviceClient, args, say) -> int:
     client.locate(args.service)
     return 0
@@ -206,6 +232,7 @@ def _cmd_call(client: DeviceClient, args, say) -> int:
 _COMMANDS = {
     "import": _cmd_import,
     "status": _cmd_status,
+    "join": _cmd_join,
     "messages": _cmd_messages,
     "fetch": _cmd_messages,
     "locate": _cmd_locate,

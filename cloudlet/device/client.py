@@ -91,6 +91,10 @@ class DeviceClient:
             self.store, data, passphrase, expect_cloudlet, self.clock(), self.progress
         )
 
+    def join(self, timeout: float = 60.0):
+        """Join the network of the cloudlet that issued the current credential."""
+        return self.network.join(self.store.current().network, timeout)
+
     def status(self) -> Status:
         bundle = self.store.current()
         return Status(

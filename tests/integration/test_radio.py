@@ -4,17 +4,24 @@ Each test is one QEMU TCG guest boot (about 45 s, DESIGN.md §6) with one AP
 and two stations, one that must associate and one that must not. They need no
 lab: the ``lab`` fixture is built only for tests that ask for it.
 
-The configuration texts come from the helpers below for now; the roles'
-rendered configurations (the AP template, the station function) go into the
-same harness later.
+The pairing link's configurations are written here (the cloudlet pairing
+ceremony will render its own); the field network's are the ones the product
+uses: the cloudlet_network role's hostapd template, the EAP user file of
+``cloudlet.access`` and the station configuration of the device client.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import jinja2
 import pytest
+import yaml
 
+from cloudlet.access import EapUser, render_eap_users
+from cloudlet.bundles import NetworkCredential
+from cloudlet.device.network import station_config
 from cloudlet.lab.radio import RadioResult, run_radio_check
 
 # A boot takes about 45 s on an idle 2-core host; a loaded one (other QEMU
@@ -22,7 +29,8 @@ from cloudlet.lab.radio import RadioResult, run_radio_check
 TIMEOUT = 240
 PAIR_SSID = "cloudlet-pair"
 FIELD_SSID = "cloudlet-field"
-EAP_USERS = "/etc/radio/eap_user"
+FIELD_DIR = "/etc/cloudlet-network"
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "cloudlet_network"
 
 
 def sae_ap_config(ssid: str, password: str) -> str:
@@ -51,36 +59,21 @@ network={{
 """
 
 
-def enterprise_ap_config(ssid: str, eap_user_file: str) -> str:
-    return f"""interface=wlan0
-driver=nl80211
-ssid={ssid}
-hw_mode=g
-channel=1
-ieee8021x=1
-eap_server=1
-eap_user_file={eap_user_file}
-wpa=2
-wpa_key_mgmt=WPA-EAP WPA-EAP-SHA256
-ieee80211w=1
-rsn_pairwise=CCMP
-"""
+def field_ap_config(ssid: str) -> str:
+    """The AP configuration the cloudlet_network role renders for a radio (nl80211)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLE / "templates"),
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+    settings = {k: v for k, v in defaults.items() if "{{" not in str(v)}
+    settings.update(ansible_managed="test", cloudlet_network_driver="nl80211",
+                    cloudlet_network_interface="wlan0", cloudlet_network_ssid=ssid,
+                    cloudlet_network_config_dir=FIELD_DIR)
+    return env.get_template("hostapd.conf.j2").render(settings)
 
 
-def eap_users(users: dict[str, str]) -> bytes:
-    return "".join(f'"{name}" PWD "{password}"\n' for name, password in users.items()).encode()
-
-
-def eap_pwd_station_config(ssid: str, identity: str, password: str) -> str:
-    return f"""network={{
-    ssid="{ssid}"
-    key_mgmt=WPA-EAP WPA-EAP-SHA256
-    eap=PWD
-    identity="{identity}"
-    password="{password}"
-    ieee80211w=1
-}}
-"""
+def field_station_config(ssid: str, identity: str, password: str) -> str:
+    """What the device client writes to join a radio network (cloudlet.device.network)."""
+    return station_config(NetworkCredential(ssid, identity, password), "nl80211")
 
 
 @pytest.fixture(autouse=True)
@@ -113,12 +106,15 @@ def test_wpa3_sae_pairing_link_admits_only_the_right_password():
     assert result.ap_stations.count("[AUTHORIZED]") == 1
 
 
-def test_eap_pwd_field_network_admits_only_a_paired_identity():
+def test_the_rendered_field_network_admits_only_a_paired_device():
+    """The role's WPA2/3-Enterprise AP, its EAP user file, the client's station configuration."""
+    users = [EapUser("device-1", "field secret one of device-1"),
+             EapUser("device-2", "field secret of a revoked one", revoked=True)]
     result = run_radio_check(
-        enterprise_ap_config(FIELD_SSID, EAP_USERS),
-        {"paired": eap_pwd_station_config(FIELD_SSID, "device-1", "field secret one"),
-         "unknown": eap_pwd_station_config(FIELD_SSID, "stranger", "field secret one")},
-        files={EAP_USERS: eap_users({"device-1": "field secret one"})},
+        field_ap_config(FIELD_SSID),
+        {"paired": field_station_config(FIELD_SSID, "device-1", "field secret one of device-1"),
+         "unknown": field_station_config(FIELD_SSID, "device-2", "field secret of a revoked one")},
+        files={f"{FIELD_DIR}/eap_users": render_eap_users(users).encode()},
         timeout=TIMEOUT,
     )
     paired, unknown = result.stations["paired"], result.stations["unknown"]

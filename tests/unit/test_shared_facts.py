@@ -27,7 +27,8 @@ ROLES = sorted(p.parent.parent.name for p in ROOT.glob("roles/*/defaults/main.ym
 # The roles that share the facts: all but the lab and the home of the facts itself.
 SHARING = [role for role in ROLES if role not in ("lab", COMMON)]
 # Per-host facts with no sensible default: the inventory states them (the lab writes them).
-INVENTORY_FACTS = {"cloudlet_pair_address", "cloudlet_field_address", "cloudlet_field_interface"}
+INVENTORY_FACTS = {"cloudlet_pair_address", "cloudlet_field_address", "cloudlet_field_interface",
+                   "cloudlet_field_subnet"}
 TEMPLATE = re.compile(r"{{|{%")
 
 
