@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,11 +21,12 @@ from datetime import datetime
 from pathlib import Path
 
 from cloudlet import formats
+from cloudlet.device import pairing
 from cloudlet.device.client import Credential, DeviceClient
 from cloudlet.device.importer import PassphraseSource
 from cloudlet.device.progress import Console
 from cloudlet.device.store import DEFAULT_STATE_DIR
-from cloudlet.errors import CloudletError, StorageError
+from cloudlet.errors import CloudletError, NoCredentialError, StorageError
 
 __all__ = ["main"]
 
@@ -64,7 +66,20 @@ def _parser() -> argparse.ArgumentParser:
         "--expect-cloudlet", metavar="ID", help="refuse a bundle issued by another cloudlet"
     )
 
-    sub.add_parser("status", help="show the stored credentials (never the key or password)")
+    st = sub.add_parser("status", help="show the stored credentials (never the key or password)")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout (current credential or null, next ones, pending "
+        "pairing request); exit 0 also when there is no credential",
+    )
+
+    req = sub.add_parser(
+        "pairing-request",
+        help="make (or show the pending) one-time key the first bundle is sealed to",
+    )
+    req.add_argument("--json", action="store_true", help="print a JSON object on stdout")
+    req.add_argument("--new", action="store_true", help="replace a pending request")
 
     for name in ("messages", "fetch"):
         msg = sub.add_parser(
@@ -151,7 +166,56 @@ def _cmd_import(client: DeviceClient, args, say) -> int:
     return 0
 
 
+def _credential_json(cred: Credential, now: datetime) -> dict:
+    return {
+        "identity": cred.identity,
+        "cloudlet": cred.cloudlet,
+        "valid_from": int(cred.valid_from.timestamp()),
+        "valid_until": int(cred.valid_until.timestamp()),
+        "expired": cred.expired(now),
+        "ssid": cred.ssid,
+        "eap_identity": cred.eap_identity,
+        "eap_method": cred.eap_method,
+    }
+
+
+def _status_json(client: DeviceClient) -> int:
+    """What a ceremony reads before it pushes: never a key or password."""
+    now = client.clock()
+    out: dict = {"current": None, "api": None, "ca_fingerprint": None, "next": [],
+                 "error": None, "pairing_request": pairing.load(client.store) is not None}
+    try:
+        st = client.status()
+    except NoCredentialError as exc:
+        if client.store.has_current():
+            out["error"] = exc.message
+    else:
+        out.update(
+            current=_credential_json(st.current, now),
+            api=f"{st.api.host}:{st.api.port}",
+            ca_fingerprint=st.ca_fingerprint,
+            next=[_credential_json(c, now) for c in st.next],
+        )
+    print(json.dumps(out, sort_keys=True))
+    return 0
+
+
+def _cmd_pairing_request(client: DeviceClient, args, say) -> int:
+    req = client.pairing_request(args.new)
+    if args.json:
+        print(json.dumps({"public_key": req.public_key_b64, "fingerprint": req.fingerprint,
+                          "created": req.created}, sort_keys=True))
+        return 0
+    say(("made a new" if req.created else "the pending") + " pairing request; give the "
+        "admin this public key (the bundle is sealed to it):")
+    print(req.public_key_b64)
+    say(f"fingerprint sha256 {req.fingerprint}")
+    return 0
+
+
 def _cmd_status(client: DeviceClient, args, say) -> int:
+    if args.json:
+        return _status_json(client)
     st = client.status()
     now = client.clock()
     for line in _credential_lines("current credential", st.current, now):
@@ -206,6 +270,7 @@ def _cmd_call(client: DeviceClient, args, say) -> int:
 _COMMANDS = {
     "import": _cmd_import,
     "status": _cmd_status,
+    "pairing-request": _cmd_pairing_request,
     "messages": _cmd_messages,
     "fetch": _cmd_messages,
     "locate": _cmd_locate,
