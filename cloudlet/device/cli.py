@@ -12,6 +12,7 @@ Exit codes: 0 done, 1 failed (the message says why), 2 bad usage,
 from __future__ import annotations
 
 import argparse
+import base64
 import getpass
 import json
 import os
@@ -26,7 +27,7 @@ from cloudlet.device.client import Credential, DeviceClient
 from cloudlet.device.importer import PassphraseSource
 from cloudlet.device.progress import Console
 from cloudlet.device.store import DEFAULT_STATE_DIR
-from cloudlet.errors import CloudletError, NoCredentialError, StorageError
+from cloudlet.errors import CloudletError, FormatError, NoCredentialError, StorageError
 
 __all__ = ["main"]
 
@@ -64,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     imp.add_argument(
         "--expect-cloudlet", metavar="ID", help="refuse a bundle issued by another cloudlet"
+    )
+    imp.add_argument(
+        "--base64",
+        action="store_true",
+        help="the input is base64 text (as a playbook relays the sealed bundle)",
     )
 
     st = sub.add_parser("status", help="show the stored credentials (never the key or password)")
@@ -151,6 +157,11 @@ def _credential_lines(label: str, cred: Credential, now: datetime) -> list[str]:
 
 def _cmd_import(client: DeviceClient, args, say) -> int:
     data = _read_input(args.file, say)
+    if args.base64:
+        try:
+            data = base64.b64decode(b"".join(data.split()), validate=True)
+        except ValueError:
+            raise FormatError("The input is not base64 text.") from None
     result = client.import_bundle(data, _passphrase(args.passphrase_file), args.expect_cloudlet)
     ident = result.bundle.device_key.identity
     if result.replaced:
