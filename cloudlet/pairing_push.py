@@ -156,14 +156,7 @@ def pair_device(
     if delivery not in (Delivery.TRANSPORT, Delivery.PASSPHRASE):
         raise ValueError("delivery must be 'transport' or 'passphrase'")
     recipient = None
-    if delivery == Delivery.TRANSPORT:
-        if not public_key:
-            raise FormatError(
-                "A bundle for an Ansible-managed device is sealed to its pairing request, "
-                "and no public key was given.",
-                "Run `cloudlet-device pairing-request --json` on the device and pass its "
-                "public_key.",
-            )
+    if public_key:
         recipient = transport.decode_public_key(_b64(public_key, "pairing request's public key"))
     info = admin.get("/admin/info")
     cloudlet_id = info["cloudlet_id"]
@@ -189,6 +182,13 @@ def pair_device(
     )
     if check_mode:
         return result
+    if reasons and delivery == Delivery.TRANSPORT and recipient is None:
+        raise FormatError(
+            f"{device_id} needs a bundle ({'; '.join(reasons)}), which is sealed to its "
+            "pairing request, and no public key was given. Nothing was changed.",
+            "Run `cloudlet-device pairing-request --json` on the device and pass its "
+            "public_key (pair_device.yml does).",
+        )
     if record_changed:
         admin.put(f"/admin/devices/{device_id}", body)
     if not reasons:
