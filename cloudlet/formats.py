@@ -80,6 +80,7 @@ class Kind(enum.IntEnum):
     SEALED_BUNDLE = 8
     SIGNED_DEVICE_BUNDLE = 9
     PASSPHRASE_SEALED = 10
+    TRANSPORT_SEALED = 11
 
 
 _NAMES = {
@@ -93,6 +94,7 @@ _NAMES = {
     Kind.SEALED_BUNDLE: "sealed pairing bundle",
     Kind.SIGNED_DEVICE_BUNDLE: "signed device credential bundle",
     Kind.PASSPHRASE_SEALED: "passphrase-sealed file",
+    Kind.TRANSPORT_SEALED: "bundle sealed to a pairing request",
 }
 
 

@@ -12,7 +12,9 @@ Exit codes: 0 done, 1 failed (the message says why), 2 bad usage,
 from __future__ import annotations
 
 import argparse
+import base64
 import getpass
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,12 +22,13 @@ from datetime import datetime
 from pathlib import Path
 
 from cloudlet import formats
+from cloudlet.device import pairing
 from cloudlet.device.client import Credential, DeviceClient
 from cloudlet.device.importer import PassphraseSource
 from cloudlet.device.network import DRIVERS, Supplicant
 from cloudlet.device.progress import Console
 from cloudlet.device.store import DEFAULT_STATE_DIR
-from cloudlet.errors import CloudletError, StorageError
+from cloudlet.errors import CloudletError, FormatError, NoCredentialError, StorageError
 
 __all__ = ["main"]
 
@@ -64,8 +67,26 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument(
         "--expect-cloudlet", metavar="ID", help="refuse a bundle issued by another cloudlet"
     )
+    imp.add_argument(
+        "--base64",
+        action="store_true",
+        help="the input is base64 text (as a playbook relays the sealed bundle)",
+    )
 
-    sub.add_parser("status", help="show the stored credentials (never the key or password)")
+    st = sub.add_parser("status", help="show the stored credentials (never the key or password)")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout (current credential or null, next ones, pending "
+        "pairing request); exit 0 also when there is no credential",
+    )
+
+    req = sub.add_parser(
+        "pairing-request",
+        help="make (or show the pending) one-time key the first bundle is sealed to",
+    )
+    req.add_argument("--json", action="store_true", help="print a JSON object on stdout")
+    req.add_argument("--new", action="store_true", help="replace a pending request")
 
     join = sub.add_parser(
         "join", help="join the cloudlet's network over 802.1X, then take a DHCP lease and DNS"
@@ -156,6 +177,11 @@ def _credential_lines(label: str, cred: Credential, now: datetime) -> list[str]:
 
 def _cmd_import(client: DeviceClient, args, say) -> int:
     data = _read_input(args.file, say)
+    if args.base64:
+        try:
+            data = base64.b64decode(b"".join(data.split()), validate=True)
+        except ValueError:
+            raise FormatError("The input is not base64 text.") from None
     result = client.import_bundle(data, _passphrase(args.passphrase_file), args.expect_cloudlet)
     ident = result.bundle.device_key.identity
     if result.replaced:
@@ -171,7 +197,56 @@ def _cmd_import(client: DeviceClient, args, say) -> int:
     return 0
 
 
+def _credential_json(cred: Credential, now: datetime) -> dict:
+    return {
+        "identity": cred.identity,
+        "cloudlet": cred.cloudlet,
+        "valid_from": int(cred.valid_from.timestamp()),
+        "valid_until": int(cred.valid_until.timestamp()),
+        "expired": cred.expired(now),
+        "ssid": cred.ssid,
+        "eap_identity": cred.eap_identity,
+        "eap_method": cred.eap_method,
+    }
+
+
+def _status_json(client: DeviceClient) -> int:
+    """What a ceremony reads before it pushes: never a key or password."""
+    now = client.clock()
+    out: dict = {"current": None, "api": None, "ca_fingerprint": None, "next": [],
+                 "error": None, "pairing_request": pairing.load(client.store) is not None}
+    try:
+        st = client.status()
+    except NoCredentialError as exc:
+        if client.store.has_current():
+            out["error"] = exc.message
+    else:
+        out.update(
+            current=_credential_json(st.current, now),
+            api=f"{st.api.host}:{st.api.port}",
+            ca_fingerprint=st.ca_fingerprint,
+            next=[_credential_json(c, now) for c in st.next],
+        )
+    print(json.dumps(out, sort_keys=True))
+    return 0
+
+
+def _cmd_pairing_request(client: DeviceClient, args, say) -> int:
+    req = client.pairing_request(args.new)
+    if args.json:
+        print(json.dumps({"public_key": req.public_key_b64, "fingerprint": req.fingerprint,
+                          "created": req.created}, sort_keys=True))
+        return 0
+    say(("made a new" if req.created else "the pending") + " pairing request; give the "
+        "admin this public key (the bundle is sealed to it):")
+    print(req.public_key_b64)
+    say(f"fingerprint sha256 {req.fingerprint}")
+    return 0
+
+
 def _cmd_status(client: DeviceClient, args, say) -> int:
+    if args.json:
+        return _status_json(client)
     st = client.status()
     now = client.clock()
     for line in _credential_lines("current credential", st.current, now):
@@ -232,6 +307,7 @@ def _cmd_call(client: DeviceClient, args, say) -> int:
 _COMMANDS = {
     "import": _cmd_import,
     "status": _cmd_status,
+    "pairing-request": _cmd_pairing_request,
     "join": _cmd_join,
     "messages": _cmd_messages,
     "fetch": _cmd_messages,

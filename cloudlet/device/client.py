@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cloudlet import pki
-from cloudlet.device import importer, messages, svm
+from cloudlet.device import importer, messages, pairing, svm
 from cloudlet.device.api import DeviceApi, Endpoint, SvmLocation, parse_endpoint
 from cloudlet.device.importer import Imported, PassphraseSource
 from cloudlet.device.messages import Outcome
@@ -90,6 +90,10 @@ class DeviceClient:
         return importer.import_bundle(
             self.store, data, passphrase, expect_cloudlet, self.clock(), self.progress
         )
+
+    def pairing_request(self, new: bool = False) -> pairing.PairingRequest:
+        """The public key the cloudlet seals this device's first bundle to."""
+        return pairing.request(self.store, new)
 
     def join(self, timeout: float = 60.0):
         """Join the network of the cloudlet that issued the current credential."""

@@ -1,13 +1,15 @@
 """Importing a first credential bundle: recognise it, verify it, then store it.
 
-The admin's push delivers the bundle either as the signed first-delivery
-object (``bundles.issue_first_device_bundle``, over SSH) or sealed with a
-passphrase (``sealed``). Whatever arrives is checked completely before a
-byte is written: the envelope type, the passphrase, the issuer's signature,
-the key against the issuer's params, the TLS CA, the identity and its
-period. Anything else the device might be handed by mistake (an unsigned
-bundle, a migration ciphertext, a cloudlet's own files) is named and
-refused, and the store is left exactly as it was.
+The admin's push delivers the bundle sealed to the device's pairing
+request (``cloudlet.transport``, relayed by the admin's laptop as
+ciphertext), sealed with a passphrase (``sealed``, a file), or as the plain
+signed first-delivery object (``bundles.issue_first_device_bundle``).
+Whatever arrives is checked completely before a byte is written: the
+envelope, the passphrase, the issuer's signature, the key against the
+issuer's params, the TLS CA, the identity and its period. Anything else
+the device might be handed by mistake (an unsigned bundle, a migration
+ciphertext, a cloudlet's own files) is named and refused, and the store is
+left exactly as it was.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cloudlet import bundles, formats, pki
+from cloudlet import bundles, formats, pki, transport
 from cloudlet.bundles import DeviceBundle
 from cloudlet.crypto.identity import DEFAULT_SKEW
-from cloudlet.device import sealed
+from cloudlet.device import pairing, sealed
 from cloudlet.device.progress import Progress, Silent
 from cloudlet.device.store import CredentialStore
 from cloudlet.errors import (
@@ -29,6 +31,7 @@ from cloudlet.errors import (
     CloudletError,
     ExpiredIdentityError,
     FormatError,
+    IdentityError,
 )
 from cloudlet.formats import Kind
 
@@ -74,10 +77,13 @@ def parse_bundle(
     expect_cloudlet: str | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    transport_key: transport.TransportKey | None = None,
 ) -> DeviceBundle:
     """Verify pushed bytes and return the bundle; nothing is stored.
 
-    ``passphrase`` is only called when the data is sealed with one.
+    ``passphrase`` is only called when the data is sealed with one;
+    ``transport_key`` is the pending pairing request's key, for a bundle
+    sealed to it.
     """
     if not isinstance(data, bytes):
         raise TypeError("data must be bytes")
@@ -99,6 +105,17 @@ def parse_bundle(
             data = sealed.open_sealed(data, secret)
         progress.info("passphrase accepted")
         kind = formats.peek_kind(data)
+    envelope = None
+    if kind == Kind.TRANSPORT_SEALED:
+        if transport_key is None:
+            raise BundleRefused(
+                "This bundle is sealed to a pairing request, and this device has none pending.",
+                "Nothing was stored. Run the pairing ceremony again: it makes a new request "
+                "(`cloudlet-device pairing-request`) first.",
+            )
+        envelope, data = transport.open_transport(data, transport_key)
+        progress.info("opened the bundle sealed to this device's pairing request")
+        kind = formats.peek_kind(data)
     if kind == Kind.DEVICE_BUNDLE:
         raise BundleRefused("This bundle is not signed by its cloudlet; it cannot be trusted.")
     if kind == Kind.IBE_CIPHERTEXT:
@@ -116,6 +133,14 @@ def parse_bundle(
             f"The bundle was issued by cloudlet {issuer!r}, not {expect_cloudlet!r}.",
             "Nothing was stored. Check that this is the bundle for this device and cloudlet.",
         )
+    if envelope is not None:
+        ident = bundle.device_key.identity
+        if (ident.device_name, issuer) != (envelope.device_id, envelope.cloudlet_id):
+            raise IdentityError(
+                f"The sealed bundle is addressed to {envelope.device_id!r} from "
+                f"{envelope.cloudlet_id!r}, but holds {ident}.",
+                "Nothing was stored. The bundle is not genuine; run the pairing ceremony again.",
+            )
     check_usable(bundle, now)
     progress.info(f"signature of cloudlet {issuer} verified for {bundle.device_key.identity}")
     return bundle
@@ -129,8 +154,15 @@ def import_bundle(
     now: datetime | None = None,
     progress: Progress | None = None,
 ) -> Imported:
-    """``parse_bundle``, then install it as the device's current credential."""
-    bundle = parse_bundle(data, passphrase, expect_cloudlet, now, progress)
+    """``parse_bundle``, then install it as the device's current credential.
+
+    A bundle sealed to the pending pairing request uses up that request:
+    its key is removed once the bundle is installed.
+    """
+    key = None
+    if formats.peek_kind(data) == Kind.TRANSPORT_SEALED:
+        key = pairing.load(store)
+    bundle = parse_bundle(data, passphrase, expect_cloudlet, now, progress, key)
     replaced = None
     if store.has_current():
         try:
@@ -140,4 +172,6 @@ def import_bundle(
         if old is not None and old.device_key.identity != bundle.device_key.identity:
             replaced = str(old.device_key.identity)
     changed = store.install_current(bundle)
+    if key is not None:
+        pairing.discard(store)
     return Imported(bundle, store.current_path, changed, replaced)

@@ -18,8 +18,10 @@ import pytest
 from cloudlet.playbooks import PlaybookRun, run_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB = "itest"
-SUBNET = "10.78.0.0/16"
+# $CLOUDLET_ITEST_LAB / $CLOUDLET_ITEST_SUBNET give a session a lab of its own
+# (two engineers on one machine).
+LAB = os.environ.get("CLOUDLET_ITEST_LAB", "itest")
+SUBNET = os.environ.get("CLOUDLET_ITEST_SUBNET", "10.78.0.0/16")
 STATE_DIR = f"/var/lib/cloudlet-lab/{LAB}"
 # The control node's state for this test session: the manifest signing key and
 # the delivery records (cloudlet_control_dir), and the ceremonies' audit log

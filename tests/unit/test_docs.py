@@ -25,7 +25,7 @@ MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 # Where plays call roles: a tasks_from there is an entry point of the role.
 PLAYS = sorted(
     [*ROOT.glob("playbooks/*.yml"), *ROOT.glob("roles/*/molecule/*/*.yml"),
-     *ROOT.glob("tests/molecule/*.yml")]
+     *ROOT.glob("tests/molecule/*.yml"), *ROOT.glob("roles/*/tasks/*.yml")]
 )
 ROLE_CALLS = {"include_role", "import_role"}
 TEMPLATE = re.compile(r"{{|{%")
@@ -56,7 +56,7 @@ def declared(role: str) -> dict:
 
 
 def called_entry_points(role: str) -> set[str]:
-    """main, and every tasks_from that a playbook or molecule scenario gives the role."""
+    """main, and every tasks_from a playbook, a molecule scenario or a role gives the role."""
     found = {"main"}
 
     def walk(node):

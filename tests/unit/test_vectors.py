@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cloudlet import bundles, formats
+from cloudlet import bundles, formats, transport
 from cloudlet.crypto import auth, curve, ibe, identity
 from cloudlet.crypto.identity import Identity, device_identity
 from cloudlet.errors import FormatError, IdentityError
@@ -103,6 +103,8 @@ PACKAGE = {
     "AAD_DEVICE_BUNDLE": bundles._AAD_DEVICE.decode(),
     "LABEL_DEVICE_BUNDLE_SIG": bundles._LABEL_DEVICE_SIG.decode(),
     "AAD_PAIRING_BUNDLE": bundles._AAD_PAIRING.decode(),
+    "LABEL_TRANSPORT_KDF": transport.LABEL_TRANSPORT.decode(),
+    "AAD_TRANSPORT": transport.AAD_TRANSPORT.decode(),
     "AUTH_SCHEME": protocol.SCHEME,
     "API_VERSION": protocol.API_VERSION,
     "DNSSD_SERVICE_TYPE": discovery.SERVICE_TYPE,
@@ -119,6 +121,7 @@ PACKAGE = {
     "KIND_PAIRING_BUNDLE": formats.Kind.PAIRING_BUNDLE,
     "KIND_SEALED_PAIRING_BUNDLE": formats.Kind.SEALED_BUNDLE,
     "KIND_SIGNED_DEVICE_BUNDLE": formats.Kind.SIGNED_DEVICE_BUNDLE,
+    "KIND_TRANSPORT_SEALED": formats.Kind.TRANSPORT_SEALED,
     "MAX_OBJECT_BYTES": formats.MAX_OBJECT_BYTES,
     "SCALAR_BYTES": curve.SCALAR_BYTES,
     "G1_BYTES": curve.G1_BYTES,
@@ -571,3 +574,34 @@ def test_device_bundle_open():
     ct = formats.decode_ciphertext(b(BUNDLE["sealed"]))
     plain = ibe.decrypt(device_key, ct, tag("AAD_DEVICE_BUNDLE"))
     assert plain == b(BUNDLE["signed_device_bundle"])
+
+
+TRANSPORT = load("transport.json")
+
+
+def test_transport_envelope_seal_and_open():
+    """Section 15: recomputed from the document's steps and by the package, both ways."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    t = TRANSPORT
+    request = X25519PrivateKey.from_private_bytes(b(t["device_private"])).public_key()
+    eph = X25519PrivateKey.from_private_bytes(b(t["ephemeral_private"]))
+    assert transport._raw(request) == b(t["request_public"])
+    shared = eph.exchange(request)
+    assert shared == b(t["shared"])
+    fields = [b(t["request_public"]), b(t["ephemeral_public"]), t["device_id"].encode(),
+              t["cloudlet_id"].encode()]
+    info = lp(t["label_kdf"].encode(), *fields)
+    okm = HKDF(hashes.SHA256(), 44, salt=None, info=info).derive(shared)
+    assert (info, okm) == (b(t["hkdf_info"]), b(t["okm"]))
+    aad = lp(t["aad_label"].encode(), b"chacha20-poly1305", *fields)
+    body = ChaCha20Poly1305(okm[:32]).encrypt(okm[32:], b(t["plaintext"]), aad)
+    kind, curve_id, parts = envelope(b(t["sealed"]))
+    assert (kind, curve_id) == (t["kind"], C["CURVE_NONE"])
+    assert parts == [b"chacha20-poly1305", *fields, body]
+    sealed = transport.seal_transport(b(t["plaintext"]), b(t["request_public"]), t["device_id"],
+                                      t["cloudlet_id"], DetRng(t["seeds"]["cloudlet"].encode()))
+    assert sealed == b(t["sealed"])
+    head, plain = transport.open_transport(sealed, transport.TransportKey(b(t["device_private"])))
+    assert plain == b(t["plaintext"]) and head.device_id == t["device_id"]

@@ -61,6 +61,8 @@ CONSTANTS: dict[str, str | int] = {
     "AAD_DEVICE_BUNDLE": "CLOUDLET-V01-DEVICE-BUNDLE",
     "LABEL_DEVICE_BUNDLE_SIG": "CLOUDLET-V01-DEVICE-BUNDLE-SIG",
     "AAD_PAIRING_BUNDLE": "CLOUDLET-V01-PAIRING-BUNDLE",
+    "LABEL_TRANSPORT_KDF": "CLOUDLET-V01-TRANSPORT-KDF",
+    "AAD_TRANSPORT": "CLOUDLET-V01-TRANSPORT-AAD",
     "AUTH_SCHEME": protocol.SCHEME,
     "API_VERSION": protocol.API_VERSION,
     "MAGIC": formats.MAGIC.decode(),
@@ -76,6 +78,7 @@ CONSTANTS: dict[str, str | int] = {
     "KIND_PAIRING_BUNDLE": int(formats.Kind.PAIRING_BUNDLE),
     "KIND_SEALED_PAIRING_BUNDLE": int(formats.Kind.SEALED_BUNDLE),
     "KIND_SIGNED_DEVICE_BUNDLE": int(formats.Kind.SIGNED_DEVICE_BUNDLE),
+    "KIND_TRANSPORT_SEALED": int(formats.Kind.TRANSPORT_SEALED),
     "MAX_OBJECT_BYTES": formats.MAX_OBJECT_BYTES,
     "SCALAR_BYTES": curve.SCALAR_BYTES,
     "G1_BYTES": curve.G1_BYTES,
@@ -615,6 +618,57 @@ def bundle_vectors(masters: dict[str, ibe.MasterKey]) -> dict:
     }
 
 
+def transport_vectors() -> dict:
+    """Section 15: a first bundle sealed to a pairing request, every step written out."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from cloudlet import transport
+
+    seed_device, seed_cloudlet = b"wire-format/transport/device", b"wire-format/transport/cloudlet"
+    device_priv = DetRng(seed_device)(32)
+    request = transport.TransportKey(device_priv).public
+    plaintext = b"CLDT first-delivery bundle stand-in (any bytes are sealed the same way)"
+    device_id, cloudlet_id = "tablet-07", "cl-alpha"
+    sealed = transport.seal_transport(plaintext, request, device_id, cloudlet_id,
+                                      DetRng(seed_cloudlet))
+    eph_priv = DetRng(seed_cloudlet)(32)
+    eph = X25519PrivateKey.from_private_bytes(eph_priv)
+    eph_pub = transport._raw(eph.public_key())
+    shared = eph.exchange(transport.X25519PublicKey.from_public_bytes(request))
+    fields = [request, eph_pub, device_id.encode(), cloudlet_id.encode()]
+    info = lp(b"CLOUDLET-V01-TRANSPORT-KDF", *fields)
+    okm = HKDF(hashes.SHA256(), 44, salt=None, info=info).derive(shared)
+    aad = lp(b"CLOUDLET-V01-TRANSPORT-AAD", b"chacha20-poly1305", *fields)
+    body = ChaCha20Poly1305(okm[:32]).encrypt(okm[32:], plaintext, aad)
+    expected = formats.pack(formats.Kind.TRANSPORT_SEALED,
+                            [b"chacha20-poly1305", *fields, body], formats.CURVE_NONE)
+    assert expected == sealed, "transport envelope: the package and section 15 disagree"
+    hx = bytes.hex
+    return {
+        "description": "docs/wire-format.md section 15: a first-delivery bundle sealed to a "
+        "device's pairing request (X25519, HKDF-SHA256, ChaCha20-Poly1305).",
+        "constants": ["LABEL_TRANSPORT_KDF", "AAD_TRANSPORT", "KIND_TRANSPORT_SEALED",
+                      "CURVE_NONE", "MAGIC", "FORMAT_VERSION"],
+        "seeds": {"device": seed_device.decode(), "cloudlet": seed_cloudlet.decode()},
+        "label_kdf": "CLOUDLET-V01-TRANSPORT-KDF",
+        "aad_label": "CLOUDLET-V01-TRANSPORT-AAD",
+        "kind": int(formats.Kind.TRANSPORT_SEALED),
+        "device_id": device_id,
+        "cloudlet_id": cloudlet_id,
+        "device_private": hx(device_priv),
+        "request_public": hx(request),
+        "ephemeral_private": hx(eph_priv),
+        "ephemeral_public": hx(eph_pub),
+        "shared": hx(shared),
+        "hkdf_info": hx(info),
+        "okm": hx(okm),
+        "aad": hx(aad),
+        "plaintext": hx(plaintext),
+        "sealed": hx(sealed),
+    }
+
+
 def build() -> dict[str, dict]:
     """Every vector file's content, by file name."""
     alpha, master_a = _params_case(SEED_ALPHA, "cl-alpha")
@@ -633,6 +687,7 @@ def build() -> dict[str, dict]:
         "ibe.json": ibe_vectors(masters),
         "auth.json": auth_vectors(masters),
         "device_bundle.json": bundle_vectors(masters),
+        "transport.json": transport_vectors(),
     }
 
 
