@@ -16,6 +16,8 @@ demo: setup
 	ansible-playbook playbooks/smoke.yml
 	ansible-playbook playbooks/setup.yml
 	ansible-playbook playbooks/delivery.yml
+	ansible-playbook playbooks/pair_device.yml -e device=device-1
+	ansible-playbook playbooks/pair_device.yml -e device=device-2
 	ansible-playbook playbooks/check_svm.yml
 
 test: setup lint unit integration molecule

@@ -4,8 +4,10 @@
 EAP-TLS, never a PSK):
 
 1. it writes wpa_supplicant's configuration for the interface (0600) and
-   restarts Debian's templated unit for it (``wpa_supplicant-wired@IF`` on an
-   Ethernet segment, ``wpa_supplicant-nl80211@IF`` on a radio);
+   restarts the ``device_client`` role's templated unit for it
+   (``cloudlet-wpa-wired@IF`` on an Ethernet segment, ``cloudlet-wpa-nl80211@IF``
+   on a radio; Debian's own units require a udev device unit, which a
+   container has not);
 2. it waits for the EAP outcome on the control interface; a refusal (an
    unpaired or revoked device) fails at once, with what to do;
 3. it asks systemd-networkd for a DHCP lease on the interface (the
@@ -155,8 +157,8 @@ class Supplicant:
         _check_driver(driver)
         self.interface = interface
         self.driver = driver
-        self.conf = Path(conf_dir) / f"wpa_supplicant-{driver}-{interface}.conf"
-        self.unit = f"wpa_supplicant-{driver}@{interface}.service"
+        self.conf = Path(conf_dir) / f"cloudlet-{driver}-{interface}.conf"
+        self.unit = f"cloudlet-wpa-{driver}@{interface}.service"
         self.ctrl_dir = ctrl_dir
         self.resolv_conf = Path(resolv_conf)
         self.leases_dir = Path(leases_dir)
@@ -165,6 +167,7 @@ class Supplicant:
         self.clock = clock
         self.sleep = sleep
         self._ssid: str | None = None
+        self.changed = False
 
     def _must(self, *args: str) -> str:
         done = self.run(args)
@@ -186,8 +189,16 @@ class Supplicant:
                     )
                 self.sleep(0.2)
 
+    def _unit_active(self) -> bool:
+        return self.run(["systemctl", "is-active", "--quiet", self.unit]).returncode == 0
+
     def _authenticated(self) -> bool:
         done = self.run(["wpa_cli", "-p", self.ctrl_dir, "-i", self.interface, "status"])
+        if done.returncode != 0 and not self._unit_active():
+            raise DeviceClientError(
+                f"wpa_supplicant is not running on {self.interface} ({self.unit}).",
+                f"Read its log: journalctl -u {self.unit}.",
+            )
         state = _status(done.stdout) if done.returncode == 0 else {}
         if state.get("EAP state") == "FAILURE":
             raise DeviceClientError(
@@ -216,16 +227,37 @@ class Supplicant:
             lease.update(_status(path.read_text()))
         return lease
 
+    def _already_on(self, config: str) -> dict[str, str] | None:
+        """The lease, if the supplicant runs this very configuration and is authenticated."""
+        try:
+            same = self.conf.read_text() == config
+        except OSError:
+            return None
+        if not same or not self._unit_active():
+            return None
+        try:
+            return self._lease() if self._authenticated() else None
+        except DeviceClientError:
+            return None
+
     def join(self, credential: NetworkCredential, timeout: float = 60.0) -> dict[str, str]:
+        """Join and return the DHCP lease; ``changed`` says whether anything was done."""
         deadline = self.clock() + timeout
         config = station_config(credential, self.driver, self.ctrl_dir)
+        lease = self._already_on(config)
+        if lease is not None:
+            self.changed = False
+            self._ssid = credential.ssid
+            self.progress.info(f"already on {credential.ssid}: address {lease['ADDRESS']}")
+            return lease
+        self.changed = True
         _write_private(self.conf, config)
         self._must("systemctl", "restart", self.unit)
         self._wait(f"802.1X authentication as {credential.identity} to {credential.ssid}",
                    deadline, self._authenticated)
         self.progress.info(f"authenticated to {credential.ssid} on {self.interface}")
         self._must("networkctl", "reconfigure", self.interface)
-        lease: dict[str, str] = {}
+        lease = {}
 
         def leased() -> bool:
             found = self._lease()

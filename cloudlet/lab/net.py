@@ -112,7 +112,7 @@ def converge(plan: Plan) -> list[str]:
                 link.ifname in inside
                 and link.host_if in host
                 and host[link.host_if].get("master") == link.bridge
-                and any(a.get("local") == link.ip for a in inside[link.ifname].get("addr_info", []))
+                and _addressed_as_planned(link, inside[link.ifname].get("addr_info", []))
             )
             if ok:
                 continue
@@ -134,10 +134,18 @@ def converge(plan: Plan) -> list[str]:
                 ]
             )
             run(["ip", "link", "set", link.host_if, "master", link.bridge, "up"])
-            run(["ip", "-n", machine.netns, "addr", "add", link.address, "dev", link.ifname])
+            if link.address:
+                run(["ip", "-n", machine.netns, "addr", "add", link.address, "dev", link.ifname])
             run(["ip", "-n", machine.netns, "link", "set", link.ifname, "up"])
             done.append(f"wired {machine.name}:{link.ifname} to {link.bridge}")
     return done
+
+
+def _addressed_as_planned(link, addrs: list[dict]) -> bool:
+    """The planned static address is there; a DHCP link has no static IPv4 address."""
+    if link.address:
+        return any(a.get("local") == link.ip for a in addrs)
+    return not any(a.get("family") == "inet" and not a.get("dynamic") for a in addrs)
 
 
 def remove(lab: str) -> list[str]:

@@ -9,7 +9,8 @@ Segments:
 * ``mgmt``  the management network; the control node is ``.1`` on it.
 * ``pair``  the pairing segment between cloudlets (the temporary radio link).
 * ``f<k>``  cloudlet *k*'s field segment; the cloudlet is ``.1`` there, its
-  devices and visiting cloudlets attach too.
+  devices and visiting cloudlets attach too. Devices have no address there
+  until the cloudlet's DHCP gives them one, after 802.1X.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Link:
     bridge: str
     ifname: str
     host_if: str
-    address: str  # CIDR, e.g. "10.77.0.10/24"
+    address: str  # CIDR, e.g. "10.77.0.10/24"; "" when the machine takes one by DHCP
 
     @property
     def ip(self) -> str:
@@ -179,14 +180,15 @@ def plan(lab: str, subnet: str, machines: list[dict]) -> Plan:
             home = m.get("home") or (cloudlets[0] if cloudlets else None)
             if home is not None and home not in field_of:
                 raise LabError(f"Device {name} names home {home!r}, which is not a cloudlet.")
-            wanted += [(field_of[c], _field_ifname(c), host) for c in cloudlets]
+            # No static address: the cloudlet's DHCP answers after 802.1X.
+            wanted += [(field_of[c], _field_ifname(c), None) for c in cloudlets]
         links = tuple(
             Link(
                 segment=seg,
                 bridge=bridges[seg],
                 ifname=ifname,
                 host_if=f"{lab}-v{index}-{n}",
-                address=address(seg, addr_host),
+                address="" if addr_host is None else address(seg, addr_host),
             )
             for n, (seg, ifname, addr_host) in enumerate(wanted)
         )

@@ -1,19 +1,27 @@
-"""The device pairing ceremony on the lab: push, idempotence, use, revocation.
+"""The device pairing ceremony on the lab: push, 802.1X, DHCP, use, capture, revocation.
 
-Runs after test_setup_delivery.py (the cloudlets are set up, the devices
-have the device client), on the same lab: device-1 is paired with its home
-cloudlet-a through its pairing request, a second run and a check run change
-nothing, the device holds its bundle and the Manager answers it over its
-field link, and once revoked its next call is refused.
+On the session's lab, after setup (run here if test_setup_delivery.py has
+not run yet): device-1 is paired with its home cloudlet-a, joins cloudlet-a's
+network over EAP-pwd, gets its address and DNS from cloudlet-a's DHCP, and
+reaches the Manager and the SVM by name; a second run and a check run change
+nothing. device-2, unpaired, gets EAP failure and nothing through the gate.
+A capture on the field segment shows no secret in clear. Revoking device-1
+cuts it off within 5 s while device-2, paired meanwhile, stays connected.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
 import pytest
+from conftest import LAB
 
 CLIENT = "/opt/cloudlet/venv/bin/cloudlet-device"
+SVM_URL = "http://demo-counter.svm.mission.internal/"
+FIELD_IF = "f-cloudlet-a"  # a device's port on cloudlet-a's field network
+WPA_CLI = f"wpa_cli -p /run/wpa_supplicant -i {FIELD_IF}"
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +31,15 @@ def paired(lab):
     return lab.ceremony("pair_device", "-e", "device=device-1")
 
 
-def _api(lab) -> str:
-    return f"{lab.address('cloudlet-a', 'field0')}:8443"
+@pytest.fixture(scope="module")
+def field_ip(lab, paired) -> str:
+    return lab.address("cloudlet-a", "field0")
+
+
+def eap_password(lab, device: str) -> str:
+    users = json.loads(lab.ssh("cloudlet-a", "curl -sS --unix-socket "
+                               "/run/cloudlet-manager/admin.sock http://c/admin/eap-users").stdout)
+    return {u["identity"]: u["password"] for u in users["users"]}[device]
 
 
 def test_pairing_pushes_the_bundle_and_a_second_run_changes_nothing(lab, paired):
@@ -44,16 +59,99 @@ def test_pairing_pushes_the_bundle_and_a_second_run_changes_nothing(lab, paired)
     assert {r["changed"] for r in check.recap.values()} == {0}
 
 
+def test_the_paired_device_joined_over_eap_and_took_address_and_dns_from_dhcp(lab, field_ip):
+    state = lab.ssh("device-1", f"{WPA_CLI} status").stdout
+    assert "EAP state=SUCCESS" in state and "selectedMethod=52 (EAP-PWD)" in state
+    addrs = json.loads(lab.ssh("device-1", f"ip -j -4 addr show dev {FIELD_IF}").stdout)
+    leased = [a for a in addrs[0]["addr_info"] if a.get("dynamic")]
+    assert leased and leased[0]["local"].rsplit(".", 1)[0] == field_ip.rsplit(".", 1)[0]
+    assert lab.ssh("device-1", "cat /etc/resolv.conf").stdout.strip().endswith(
+        f"nameserver {field_ip}")
+    assert f"via {field_ip} " in lab.ssh("device-1", "ip -4 route get 10.200.0.10").stdout
+
+
+def test_the_paired_device_reaches_the_manager_and_the_svm_by_name(lab, paired):
+    # No --api: the bundle names the Manager's FQDN, which the cloudlet's DNS answers.
+    ok = lab.ssh("device-1", f"{CLIENT} messages", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    counts = [json.loads(lab.ssh("device-1", f"curl -sS --max-time 10 {SVM_URL}").stdout)["count"]
+              for _ in range(2)]
+    assert counts[1] > counts[0]
+
+
+def test_an_unpaired_device_gets_eap_failure_and_nothing_through(lab, field_ip):
+    conf = ("ctrl_interface=/run/wpa_supplicant\nap_scan=0\nnetwork={\n key_mgmt=IEEE8021X\n"
+            ' eap=PWD\n identity="device-2"\n password="a-guessed-password-x"\n eapol_flags=0\n}\n')
+    lab.ssh("device-2", f"umask 077; cat > /etc/wpa_supplicant/cloudlet-wired-{FIELD_IF}.conf "
+                        f"<<'EOF'\n{conf}EOF\nsystemctl restart cloudlet-wpa-wired@{FIELD_IF}")
+    deadline = time.monotonic() + 30
+    while "EAP state=FAILURE" not in lab.ssh("device-2", f"{WPA_CLI} status", check=False).stdout:
+        assert time.monotonic() < deadline, "device-2's EAP attempt did not fail"
+        time.sleep(1)
+    lab.ssh("device-2", f"networkctl reconfigure {FIELD_IF}; sleep 8")
+    assert " inet " not in lab.ssh("device-2", f"ip -4 -o addr show dev {FIELD_IF}").stdout
+    # An address taken by hand gets no further: only EAPOL passes the gate.
+    intruder = field_ip.rsplit(".", 1)[0] + ".250"
+    svm_ip = lab.ssh(
+        "cloudlet-a", "grep demo-counter /etc/cloudlet-dns/svm-hosts").stdout.split()[0]
+    lab.ssh("device-2", f"ip addr add {intruder}/24 dev {FIELD_IF}; "
+                        f"ip route replace 10.200.0.0/24 via {field_ip}; "
+                        f"echo 'nameserver {field_ip}' > /etc/resolv.conf")
+    try:
+        for probe in (f"ping -c 2 -W 2 {field_ip}",
+                      "getent ahostsv4 manager.cloudlet-a.cloudlet",
+                      f"curl -sk --max-time 4 https://{field_ip}:8443/openapi.json",
+                      f"curl -s --max-time 4 http://{svm_ip}/"):
+            assert lab.ssh("device-2", probe, check=False).returncode != 0, probe
+    finally:
+        lab.ssh("device-2", f"systemctl stop cloudlet-wpa-wired@{FIELD_IF}; "
+                            f"ip addr flush dev {FIELD_IF}; ip route del 10.200.0.0/24",
+                check=False)
+
+
+def test_a_capture_on_the_field_segment_holds_no_secret_in_clear(lab, paired, tmp_path):
+    pcap = tmp_path / "field.pcap"
+    capture = subprocess.Popen(["tcpdump", "-i", f"{LAB}-f0", "-U", "-s", "0", "-w", str(pcap)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        lab.ssh("device-1", f"{WPA_CLI} reauthenticate; sleep 3; {CLIENT} messages; "
+                            f"curl -sS --max-time 10 {SVM_URL}")
+        time.sleep(1)
+    finally:
+        capture.terminate()
+        capture.wait(10)
+    data = pcap.read_bytes()
+    eapol = subprocess.run(["tcpdump", "-r", str(pcap), "ether proto 0x888e"],
+                           capture_output=True, text=True, check=False).stdout
+    tls = subprocess.run(["tcpdump", "-r", str(pcap), "tcp port 8443"],
+                         capture_output=True, text=True, check=False).stdout
+    assert eapol and tls, "the capture saw neither the EAP exchange nor the API call"
+    identity = json.loads(lab.ssh("device-1", f"{CLIENT} status --json").stdout)["current"]
+    for secret in (eap_password(lab, "device-1"), identity["identity"], "ibe_master"):
+        assert secret.encode() not in data, f"{secret[:12]}… crossed the field segment in clear"
+
+
 def test_unknown_device_fails_clearly(lab, paired):
     run = lab.ceremony("pair_device", "-e", "device=device-99", check=False)
     assert run.returncode != 0
     assert "Unknown device device-99" in run.stdout
 
 
-def test_the_device_api_answers_the_paired_device_then_refuses_it_revoked(lab, paired):
-    ok = lab.ssh("device-1", f"{CLIENT} --api {_api(lab)} messages", check=False)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+def test_revoking_a_device_cuts_it_off_at_once_and_leaves_the_other_connected(lab, field_ip):
+    lab.ceremony("pair_device", "-e", "device=device-2")
+    assert "Supplicant PAE state=AUTHENTICATED" in lab.ssh("device-2", f"{WPA_CLI} status").stdout
     lab.ceremony("revoke_device", "-e", "device=device-1")
-    refused = lab.ssh("device-1", f"{CLIENT} --api {_api(lab)} messages", check=False)
-    assert refused.returncode == 1
-    assert "revoked" in refused.stderr, refused.stderr
+    start = time.monotonic()
+    refused = lab.ssh("device-1", f"{CLIENT} --timeout 4 messages", check=False)
+    assert refused.returncode == 1 and time.monotonic() - start < 5.5, refused.stderr
+    lab.ssh("device-1", f"{WPA_CLI} reauthenticate")
+    deadline = time.monotonic() + 5
+    while "EAP state=FAILURE" not in lab.ssh("device-1", f"{WPA_CLI} status").stdout:
+        assert time.monotonic() < deadline, "device-1's next EAP attempt did not fail within 5 s"
+        time.sleep(0.5)
+    # device-2 never had to authenticate again.
+    assert "Supplicant PAE state=AUTHENTICATED" in lab.ssh("device-2", f"{WPA_CLI} status").stdout
+    lab.ssh("device-2", f"ping -c 1 -W 2 {field_ip}")
+    ok = lab.ssh("device-2", f"{CLIENT} messages", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -85,10 +85,13 @@ def test_svm_runs_under_qemu_and_its_fqdn_answers_from_a_device(lab, set_up):
     assert "<domain type='qemu'" in xml
     state = lab.ssh("cloudlet-a", f"virsh -c qemu:///system domstate {SVM}").stdout.strip()
     assert state == "running"
-    # The name resolves through cloudlet-a's DNS, from device-1 on cloudlet-a's network.
-    resolved = lab.ssh("device-1", f"getent ahostsv4 {SVM_FQDN}").stdout.split()[0]
+    # The name resolves through cloudlet-a's DNS, from device-2 on cloudlet-a's
+    # network: paired (a no-op if test_pair_device.py paired it), it joined over
+    # 802.1X and took its address and DNS server from cloudlet-a's DHCP.
+    lab.ceremony("pair_device", "-e", "device=device-2")
+    resolved = lab.ssh("device-2", f"getent ahostsv4 {SVM_FQDN}").stdout.split()[0]
     assert resolved.startswith("10.200.0.")
-    counts = [json.loads(lab.ssh("device-1", f"curl -sS --max-time 10 http://{SVM_FQDN}/")
+    counts = [json.loads(lab.ssh("device-2", f"curl -sS --max-time 10 http://{SVM_FQDN}/")
                          .stdout)["count"] for _ in range(2)]
     assert counts[1] == counts[0] + 1
 

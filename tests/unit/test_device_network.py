@@ -38,7 +38,8 @@ def test_a_value_that_would_break_the_configuration_is_refused():
 class Device:
     """Scripted answers of systemctl, wpa_cli, networkctl and ip."""
 
-    def __init__(self, eap_states, lease_after=0):
+    def __init__(self, eap_states, lease_after=0, running=True):
+        self.running = running
         self.eap_states = list(eap_states)
         self.lease_after = lease_after
         self.calls = []
@@ -46,6 +47,10 @@ class Device:
     def __call__(self, args):
         self.calls.append(list(args))
         out = ""
+        if args[:2] == ["systemctl", "is-active"] and not self.running:
+            return subprocess.CompletedProcess(args, 3, "", "")
+        if args[0] == "wpa_cli" and not self.running:
+            return subprocess.CompletedProcess(args, 255, "", "Failed to connect")
         if args[0] == "wpa_cli":
             state = self.eap_states.pop(0) if len(self.eap_states) > 1 else self.eap_states[0]
             out = {"none": "wpa_state=DISCONNECTED\n",
@@ -72,16 +77,27 @@ def joiner(tmp_path, device, clock=None):
 def test_join_authenticates_then_takes_the_lease_and_its_dns(tmp_path):
     device = Device(["none", "none", "ok"], lease_after=2)
     lease = joiner(tmp_path, device).join(CRED, timeout=30)
-    conf = tmp_path / "wpa" / "wpa_supplicant-wired-f-cloudlet-a.conf"
+    conf = tmp_path / "wpa" / "cloudlet-wired-f-cloudlet-a.conf"
     assert conf.stat().st_mode & 0o777 == 0o600
     assert 'password="a-long-eap-password"' in conf.read_text()
-    assert ["systemctl", "restart", "wpa_supplicant-wired@f-cloudlet-a.service"] in device.calls
+    assert ["systemctl", "restart", "cloudlet-wpa-wired@f-cloudlet-a.service"] in device.calls
     assert ["networkctl", "reconfigure", "f-cloudlet-a"] in device.calls
     # DHCP is asked for only once the cloudlet has authenticated the device.
     first_dhcp = device.calls.index(["networkctl", "reconfigure", "f-cloudlet-a"])
     assert all(c[0] != "wpa_cli" for c in device.calls[first_dhcp:])
     assert lease["ADDRESS"] == "10.77.2.150"
     assert (tmp_path / "resolv.conf").read_text().endswith("nameserver 10.77.2.1\n")
+
+
+def test_a_second_join_on_the_same_network_changes_nothing(tmp_path):
+    first = joiner(tmp_path, Device(["ok"]))
+    first.join(CRED, timeout=30)
+    assert first.changed
+    device = Device(["ok"])
+    again = joiner(tmp_path, device)
+    assert again.join(CRED, timeout=30)["ADDRESS"] == "10.77.2.150"
+    assert not again.changed
+    assert not any(c[:2] == ["systemctl", "restart"] for c in device.calls)
 
 
 def test_an_eap_refusal_fails_at_once_with_what_to_do(tmp_path):
@@ -91,6 +107,12 @@ def test_an_eap_refusal_fails_at_once_with_what_to_do(tmp_path):
     assert "pair it again" in err.value.hint
     assert not any(c[0] == "networkctl" for c in device.calls)
     assert not (tmp_path / "resolv.conf").exists()
+
+
+def test_a_supplicant_that_died_is_named_with_its_log(tmp_path):
+    with pytest.raises(DeviceClientError, match="wpa_supplicant is not running") as err:
+        joiner(tmp_path, Device(["none"], running=False)).join(CRED, timeout=30)
+    assert "journalctl -u cloudlet-wpa-wired@f-cloudlet-a.service" in err.value.hint
 
 
 def test_no_answer_times_out_naming_the_interface(tmp_path):

@@ -30,6 +30,9 @@ def test_default_lab_layout():
     d2 = p.machine("device-2")
     assert d2.home == "cloudlet-a"  # defaults to the first cloudlet
     assert {link.segment for link in d2.links} == {"mgmt", "f0", "f1"}
+    # A device takes its field addresses from the cloudlets' DHCP, after 802.1X.
+    assert [(link.ifname, link.address) for link in d2.links] == [
+        ("mgmt0", "10.77.0.13/24"), ("f-cloudlet-a", ""), ("f-cloudlet-b", "")]
 
 
 def test_devices_are_not_on_the_pairing_segment():
@@ -43,7 +46,8 @@ def test_every_address_and_host_interface_is_unique_and_fits_ifnamsiz():
     p = plan("abcdef", "10.77.0.0/16", DEFAULT + [
         {"name": f"device-{i}", "role": "device"} for i in range(3, 40)])
     links = [link for m in p.machines for link in m.links]
-    assert len({link.address for link in links}) == len(links)
+    static = [link for link in links if link.address]
+    assert len({link.address for link in static}) == len(static)
     assert len({link.host_if for link in links}) == len(links)
     names = [link.host_if for link in links] + list(p.bridges.values())
     names += [link.ifname for link in links]
