@@ -27,11 +27,26 @@ author:
 options:
   users:
     description:
-      - The paired devices, as the Manager's C(GET /admin/eap-users) lists them; each has
-        C(identity), C(password) and C(revoked).
+      - The paired devices, as the Manager's C(GET /admin/eap-users) lists them.
     type: list
     elements: dict
     required: true
+    suboptions:
+      identity:
+        description:
+          - The device id, its EAP identity.
+        type: str
+        required: true
+      password:
+        description:
+          - Its EAP password (never logged or returned).
+        type: str
+        required: true
+      revoked:
+        description:
+          - A revoked device is left out, and disconnected if it is connected.
+        type: bool
+        default: false
   path:
     description:
       - hostapd's EAP user file.
@@ -69,8 +84,8 @@ requirements:
   - python >= 3.11
   - cloudlet (this project's package)
 notes:
-  - The user list holds every device's EAP password; the task that passes it should set
-    C(no_log), and the module never returns it.
+  - The passwords are C(no_log) options, and the module never returns them; the identities
+    are not secret and are returned in C(kicked).
 """
 
 EXAMPLES = r"""
@@ -120,7 +135,16 @@ else:
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            users=dict(type="list", elements="dict", required=True, no_log=True),
+            users=dict(
+                type="list",
+                elements="dict",
+                required=True,
+                options=dict(
+                    identity=dict(type="str", required=True),
+                    password=dict(type="str", required=True, no_log=True),
+                    revoked=dict(type="bool", default=False),
+                ),
+            ),
             path=dict(type="path", required=True),
             ctrl_interface=dict(type="path", required=True),
             interface=dict(type="str", required=True),

@@ -109,13 +109,23 @@ def test_an_unpaired_device_gets_eap_failure_and_nothing_through(lab, field_ip):
                 check=False)
 
 
+def host_port(lab, host: str, ifname: str) -> str:
+    """The host end of a machine's veth: a bridge forwards unicast past its own capture."""
+    peer = json.loads(lab.ssh(host, f"ip -j link show dev {ifname}").stdout)[0]["link_index"]
+    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True,
+                                      check=True).stdout)
+    return next(link["ifname"] for link in links
+                if link["ifindex"] == peer and link.get("master") == f"{LAB}-f0")
+
+
 def test_a_capture_on_the_field_segment_holds_no_secret_in_clear(lab, paired, tmp_path):
     pcap = tmp_path / "field.pcap"
-    capture = subprocess.Popen(["tcpdump", "-i", f"{LAB}-f0", "-U", "-s", "0", "-w", str(pcap)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = host_port(lab, "device-1", FIELD_IF)
+    capture = subprocess.Popen(["tcpdump", "-i", port, "-U", "-s", "0", "-w", str(pcap)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(1)
-        lab.ssh("device-1", f"{WPA_CLI} reauthenticate; sleep 3; {CLIENT} messages; "
+        time.sleep(2)
+        lab.ssh("device-1", f"{WPA_CLI} reauthenticate; sleep 4; {CLIENT} messages; "
                             f"curl -sS --max-time 10 {SVM_URL}")
         time.sleep(1)
     finally:
@@ -126,10 +136,48 @@ def test_a_capture_on_the_field_segment_holds_no_secret_in_clear(lab, paired, tm
                            capture_output=True, text=True, check=False).stdout
     tls = subprocess.run(["tcpdump", "-r", str(pcap), "tcp port 8443"],
                          capture_output=True, text=True, check=False).stdout
-    assert eapol and tls, "the capture saw neither the EAP exchange nor the API call"
+    assert eapol and tls, f"the capture on {port} missed the EAP exchange or the API call: " \
+        f"{capture.stderr.read().decode()}"
     identity = json.loads(lab.ssh("device-1", f"{CLIENT} status --json").stdout)["current"]
     for secret in (eap_password(lab, "device-1"), identity["identity"], "ibe_master"):
         assert secret.encode() not in data, f"{secret[:12]}… crossed the field segment in clear"
+
+
+# Run on a paired device with its own credential: the device API refuses a
+# proof for another device's identity, one for another period, and a replayed one.
+FORGERIES = """
+import json
+from dataclasses import replace
+import cloudlet.device.api as api
+from cloudlet.crypto.identity import device_identity
+from cloudlet.device.store import CredentialStore
+from cloudlet.errors import CloudletRefused
+from cloudlet.manager import protocol
+bundle = CredentialStore().current()
+key, audience = bundle.device_key, bundle.params.cloudlet_id
+def status(device_key):
+    try:
+        api.DeviceApi(replace(bundle, device_key=device_key)).messages()
+        return 200
+    except CloudletRefused as exc:
+        return exc.status
+other = replace(key, identity=device_identity(audience, "device-1", key.identity.period))
+period = replace(key, identity=replace(key.identity, period=key.identity.period.next()))
+result = {"own": status(key), "other_device": status(other), "other_period": status(period)}
+proof = protocol.authorization_header(key, audience, "GET", "/device/messages", b"")
+api.protocol.authorization_header = lambda *args, **kwargs: proof
+result["first_use"], result["replayed"] = status(key), status(key)
+print(json.dumps(result))
+"""
+
+
+def test_the_api_refuses_another_identity_another_period_and_a_replay(lab, paired):
+    lab.ceremony("pair_device", "-e", "device=device-2")
+    out = lab.ssh("device-2", f"/opt/cloudlet/venv/bin/python - <<'EOF'\n{FORGERIES}EOF")
+    result = json.loads(out.stdout)
+    assert result["own"] == result["first_use"] == 200, result
+    assert {result["other_device"], result["other_period"], result["replayed"]} <= {401, 403}, \
+        result
 
 
 def test_unknown_device_fails_clearly(lab, paired):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -147,3 +148,32 @@ def test_the_control_client_speaks_hostapds_datagram_protocol(tmp_path):
 def test_a_missing_hostapd_is_named(tmp_path):
     with pytest.raises(NetworkAccessError, match="not running"):
         HostapdControl(tmp_path, "field0").stations()
+
+
+def run_module(**args) -> dict:
+    from ansible_module import load, run
+
+    return run(load("cloudlet_eap_users"), **args)
+
+
+def test_the_module_writes_the_file_then_changes_nothing_and_hides_passwords(tmp_path):
+    users = [{"identity": "device-1", "password": "first-device-password"},
+             {"identity": "device-2", "password": "second-device-password", "revoked": True}]
+    args = {"users": users, "path": str(tmp_path / "eap_users"), "ctrl_interface": str(tmp_path),
+            "interface": "field0"}
+    check = run_module(**args, _ansible_check_mode=True)
+    assert check["changed"] and not (tmp_path / "eap_users").exists()
+    first = run_module(**args)
+    assert first["changed"] and first["allowed"] == 1 and first["hostapd_running"] is False
+    assert "first-device-password" not in json.dumps(first)
+    assert not run_module(**args)["changed"]
+
+
+def test_the_module_refuses_bad_input_clearly(tmp_path):
+    base = {"path": str(tmp_path / "eap_users"), "ctrl_interface": str(tmp_path),
+            "interface": "field0"}
+    bad = run_module(users=[{"identity": "Dev 1", "password": "long-enough-password"}], **base)
+    assert bad["failed"] and "not a device id" in bad["msg"]
+    bad = run_module(users=[], nft_set="cloudlet_field authorized", **base)
+    assert bad["failed"] and "family table set" in bad["msg"]
+    assert not (tmp_path / "eap_users").exists()
