@@ -30,9 +30,20 @@ CONTROL_DIR = Path(f"/tmp/cloudlet-itest-control-{os.getpid()}")
 AUDIT_LOG = f"{CONTROL_DIR}/audit.log"
 
 
+# The modules that share the session's lab, in the order the ceremonies
+# happen: the lab itself, then setup and delivery (the first checks run on
+# fresh cloudlets), then device pairing. Others run after them.
+LAB_ORDER = ("test_lab", "test_setup_delivery", "test_pair_device")
+
+
 def pytest_collection_modifyitems(items):
-    """Tests marked ``teardown`` run last: they take the session's lab down."""
-    items.sort(key=lambda item: item.get_closest_marker("teardown") is not None)
+    """Lab modules in ceremony order; ``teardown`` tests last (they take the lab down)."""
+    def key(item):
+        module = item.module.__name__.rpartition(".")[2]
+        order = LAB_ORDER.index(module) if module in LAB_ORDER else len(LAB_ORDER)
+        return item.get_closest_marker("teardown") is not None, order
+
+    items.sort(key=key)
 
 
 @dataclass
