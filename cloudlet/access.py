@@ -44,8 +44,6 @@ __all__ = [
 # A device id as the Manager names it (``device-1``, a visitor ``device-1@cloudlet-b``).
 _IDENTITY_RE = re.compile(DEVICE_NAME["pattern"])
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
-# hostapd's EAP methods for the field network: both resist offline guessing.
-METHODS = {"pwd": "PWD", "tls": "TLS"}
 
 
 class NetworkAccessError(CloudletError):
@@ -80,23 +78,22 @@ class EapUser:
             raise FormatError(f"An EAP user entry lacks {exc.args[0]!r}.") from None
 
 
-def render_eap_users(users: Iterable[EapUser], method: str = "pwd") -> str:
-    """hostapd's ``eap_user_file``: one line per allowed device, sorted.
+def render_eap_users(users: Iterable[EapUser]) -> str:
+    """hostapd's ``eap_user_file``: one EAP-pwd line per allowed device, sorted.
+
+    EAP-pwd resists offline guessing of the password (a capture of the
+    exchange does not let an attacker test guesses), unlike PEAP or TTLS with
+    an inner password method.
 
     The password is written in hex (hostapd's unquoted form), so no character
     of it can end the field early; the identity is checked against the
     device-id alphabet, which needs no quoting beyond the double quotes.
     """
-    if method not in METHODS:
-        raise FormatError(f"EAP method {method!r} is not offered; use one of {sorted(METHODS)}.")
     lines = ["# Written by the cloudlet_network role from the Manager's paired devices.\n"]
     for user in sorted(users, key=lambda u: u.identity):
         if user.revoked:
             continue
-        if method == "tls":
-            lines.append(f'"{user.identity}"\tTLS\n')
-        else:
-            lines.append(f'"{user.identity}"\tPWD\t{user.password.encode().hex()}\n')
+        lines.append(f'"{user.identity}"\tPWD\t{user.password.encode().hex()}\n')
     return "".join(lines)
 
 
@@ -186,7 +183,6 @@ def sync_users(
     users: Iterable[EapUser],
     user_file: str | os.PathLike,
     control: HostapdControl | None,
-    method: str = "pwd",
     nft_set: str | None = None,
     check_mode: bool = False,
 ) -> SyncResult:
@@ -197,7 +193,7 @@ def sync_users(
     """
     users = list(users)
     allowed = {u.identity for u in users if not u.revoked}
-    text = render_eap_users(users, method)
+    text = render_eap_users(users)
     path = Path(user_file)
     result = SyncResult(allowed=len(allowed))
     if check_mode:

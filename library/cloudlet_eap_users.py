@@ -11,9 +11,9 @@ DOCUMENTATION = r"""
 module: cloudlet_eap_users
 short_description: Keep the field network's 802.1X users in step with the paired devices
 description:
-  - Writes hostapd's EAP user file (0600) from the devices paired with the cloudlet,
-    leaving revoked devices out, and makes the running hostapd re-read it through
-    its control interface, which disturbs no authenticated station.
+  - Writes hostapd's EAP user file (0600, EAP-pwd, passwords in hex) from the devices
+    paired with the cloudlet, leaving revoked devices out, and makes the running hostapd
+    re-read it through its control interface, which disturbs no authenticated station.
   - Deauthenticates every authorized station whose identity is no longer allowed
     (revoked or forgotten) and removes its MAC from the nftables set that lets its
     traffic through, so a revoked device loses the network at once.
@@ -62,12 +62,6 @@ options:
       - The interface hostapd serves (its control socket's name).
     type: str
     required: true
-  eap_method:
-    description:
-      - The EAP method the field network offers.
-    type: str
-    choices: [pwd, tls]
-    default: pwd
   nft_set:
     description:
       - The nftables set of authorized MACs, as C(family table set); a deauthenticated
@@ -148,7 +142,6 @@ def main():
             path=dict(type="path", required=True),
             ctrl_interface=dict(type="path", required=True),
             interface=dict(type="str", required=True),
-            eap_method=dict(type="str", choices=["pwd", "tls"], default="pwd"),
             nft_set=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -162,8 +155,8 @@ def main():
         users = [EapUser.from_dict(u) for u in p["users"]]
         control = HostapdControl(p["ctrl_interface"], p["interface"])
         running = control.path.is_socket()
-        result = sync_users(users, p["path"], control if running else None, p["eap_method"],
-                            p["nft_set"], module.check_mode)
+        result = sync_users(users, p["path"], control if running else None, p["nft_set"],
+                            module.check_mode)
     except CloudletError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=result.changed, allowed=result.allowed, kicked=result.kicked,
