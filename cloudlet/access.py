@@ -7,8 +7,8 @@ The Manager is the one record of paired devices and their EAP passwords. The
 * writes hostapd's EAP user file atomically (0600, root), revoked devices left out;
 * makes the running hostapd re-read it through its control interface
   (``SET eap_user_file``): measured in the lab, this re-reads the users
-  without disturbing any authenticated station, where a ``SIGHUP`` or
-  ``RELOAD`` restarts the port and drops every station;
+  without disturbing any authenticated station, where ``RELOAD`` restarts
+  the interface and drops every station;
 * deauthenticates every station whose identity is no longer allowed, and
   removes its MAC from the nftables set that lets traffic through, so a
   revoked device loses the network at once, not at its next re-authentication.
