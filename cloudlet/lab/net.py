@@ -134,6 +134,11 @@ def converge(plan: Plan) -> list[str]:
                 ]
             )
             run(["ip", "link", "set", link.host_if, "master", link.bridge, "up"])
+            if link.segment.startswith("f") and link.ifname != "field0":
+                # Like a Wi-Fi AP's client isolation: the stations on a field
+                # network reach its cloudlet, not each other, and no supplicant
+                # sees another's EAPOL frames.
+                run(["ip", "link", "set", link.host_if, "type", "bridge_slave", "isolated", "on"])
             if link.address:
                 run(["ip", "-n", machine.netns, "addr", "add", link.address, "dev", link.ifname])
             run(["ip", "-n", machine.netns, "link", "set", link.ifname, "up"])
