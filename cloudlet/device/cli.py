@@ -16,23 +16,41 @@ import base64
 import getpass
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
 from cloudlet import formats
-from cloudlet.device import pairing
+from cloudlet.device import agent, pairing
 from cloudlet.device.client import Credential, DeviceClient
 from cloudlet.device.importer import PassphraseSource
 from cloudlet.device.network import DRIVERS, Supplicant
-from cloudlet.device.progress import Console
+from cloudlet.device.progress import Console, Silent
 from cloudlet.device.store import DEFAULT_STATE_DIR
-from cloudlet.errors import CloudletError, FormatError, NoCredentialError, StorageError
+from cloudlet.errors import (
+    CloudletError,
+    DeviceClientError,
+    FormatError,
+    NoCredentialError,
+    StorageError,
+)
 
 __all__ = ["main"]
 
 PROG = "cloudlet-device"
+
+
+def _driver_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--driver",
+        choices=DRIVERS,
+        default=os.environ.get("CLOUDLET_DEVICE_DRIVER", "nl80211"),
+        help="nl80211 for a radio (default), wired for an 802.1X Ethernet port "
+        "(or $CLOUDLET_DEVICE_DRIVER)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,15 +115,24 @@ def _parser() -> argparse.ArgumentParser:
         required="CLOUDLET_DEVICE_INTERFACE" not in os.environ,
         help="the network interface (or $CLOUDLET_DEVICE_INTERFACE)",
     )
-    join.add_argument(
-        "--driver",
-        choices=DRIVERS,
-        default=os.environ.get("CLOUDLET_DEVICE_DRIVER", "nl80211"),
-        help="nl80211 for a radio (default), wired for an 802.1X Ethernet port "
-        "(or $CLOUDLET_DEVICE_DRIVER)",
-    )
+    _driver_option(join)
     join.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                       help="give up after this long (default %(default)s)")
+
+    run = sub.add_parser(
+        "run",
+        help="the service: stay on the cloudlet's network and pick up messages, until stopped",
+    )
+    run.add_argument(
+        "--interface",
+        action="append",
+        metavar="[CLOUDLET=]IF",
+        help="the interface for a cloudlet's network, or IF alone for every cloudlet (a radio); "
+        "repeat for several (or $CLOUDLET_DEVICE_INTERFACES, space-separated)",
+    )
+    _driver_option(run)
+    run.add_argument("--interval", type=float, default=30.0, metavar="SECONDS",
+                     help="seconds between rounds (default %(default)s)")
 
     for name in ("messages", "fetch"):
         msg = sub.add_parser(
@@ -257,7 +284,6 @@ def _cmd_status(client: DeviceClient, args, say) -> int:
             say(line)
     if not st.next:
         say("no next credential waiting")
-    say("network joining: not done by this client yet; join the network in the device settings")
     return 1 if st.current.expired(now) else 0
 
 
@@ -289,6 +315,22 @@ def _cmd_join(client: DeviceClient, args, say) -> int:
     return 0
 
 
+def _cmd_run(client: DeviceClient, args, say) -> int:
+    given = args.interface or os.environ.get("CLOUDLET_DEVICE_INTERFACES", "").split()
+    try:
+        interfaces = agent.parse_interfaces(given)
+    except ValueError as exc:
+        raise DeviceClientError(f"Bad --interface: {exc}.") from None
+    if not interfaces:
+        raise DeviceClientError("No interface given.",
+                                "Give --interface IF, or one --interface CLOUDLET=IF per cloudlet.")
+    client.progress = Silent()  # the agent logs changes, not every step of every round
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    agent.Agent(client, interfaces, args.driver, say, interval=args.interval).run(stop)
+    return 0
+
+
 def _cmd_locate(client: DeviceClient, args, say) -> int:
     client.locate(args.service)
     return 0
@@ -309,6 +351,7 @@ _COMMANDS = {
     "status": _cmd_status,
     "pairing-request": _cmd_pairing_request,
     "join": _cmd_join,
+    "run": _cmd_run,
     "messages": _cmd_messages,
     "fetch": _cmd_messages,
     "locate": _cmd_locate,

@@ -22,6 +22,8 @@ but EAPOL, so DHCP can only succeed after step 2.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -47,6 +49,12 @@ _EAP = {"pwd": "PWD", "tls": "TLS"}
 class NetworkJoiner(Protocol):
     def join(self, credential: NetworkCredential, timeout: float) -> None:
         """Associate and authenticate with the network, or raise a CloudletError."""
+
+    def runs(self, credential: NetworkCredential) -> bool:
+        """Whether the supplicant already runs with this credential (joined or trying)."""
+
+    def refresh(self, credential: NetworkCredential) -> dict[str, str] | None:
+        """The lease if on the network now (DNS kept current), None while still trying."""
 
     def current_ssid(self) -> str | None:
         """The SSID the device is on now, if known."""
@@ -158,6 +166,8 @@ class Supplicant:
         self.interface = interface
         self.driver = driver
         self.conf = Path(conf_dir) / f"cloudlet-{driver}-{interface}.conf"
+        # The service and an admin's `join` may act on one interface at once.
+        self.lock_path = Path(conf_dir) / f".cloudlet-{driver}-{interface}.lock"
         self.unit = f"cloudlet-wpa-{driver}@{interface}.service"
         self.ctrl_dir = ctrl_dir
         self.resolv_conf = Path(resolv_conf)
@@ -227,24 +237,63 @@ class Supplicant:
             lease.update(_status(path.read_text()))
         return lease
 
-    def _already_on(self, config: str) -> dict[str, str] | None:
+    def _already_on(self, credential: NetworkCredential) -> dict[str, str] | None:
         """The lease, if the supplicant runs this very configuration and is authenticated."""
-        try:
-            same = self.conf.read_text() == config
-        except OSError:
-            return None
-        if not same or not self._unit_active():
+        if not self.runs(credential):
             return None
         try:
             return self._lease() if self._authenticated() else None
         except DeviceClientError:
             return None
 
+    @contextlib.contextmanager
+    def _locked(self):
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _use_dns(self, ssid: str, dns: str) -> None:
+        text = f"# Written by cloudlet-device: {ssid}\nnameserver {dns}\n"
+        with contextlib.suppress(OSError):
+            if self.resolv_conf.read_text() == text:
+                return
+        _write_private(self.resolv_conf, text)
+        os.chmod(self.resolv_conf, 0o644)
+
+    def runs(self, credential: NetworkCredential) -> bool:
+        """Whether the supplicant runs with exactly this credential's configuration."""
+        config = station_config(credential, self.driver, self.ctrl_dir)
+        try:
+            same = self.conf.read_text() == config
+        except OSError:
+            return False
+        return same and self._unit_active()
+
+    def refresh(self, credential: NetworkCredential) -> dict[str, str] | None:
+        """The lease once authenticated and leased, with its DNS made the resolver.
+
+        A supplicant left running retries by itself (out of range, cloudlet
+        restarting) and networkd takes the lease when the gate opens; this
+        catches up on the resolver. An EAP refusal raises, as in ``join``.
+        """
+        if not self._authenticated():
+            return None
+        lease = self._lease()
+        if lease and lease.get("DNS"):
+            self._use_dns(credential.ssid, lease["DNS"].split()[0])
+            self._ssid = credential.ssid
+        return lease
+
     def join(self, credential: NetworkCredential, timeout: float = 60.0) -> dict[str, str]:
         """Join and return the DHCP lease; ``changed`` says whether anything was done."""
+        with self._locked():
+            return self._join(credential, timeout)
+
+    def _join(self, credential: NetworkCredential, timeout: float) -> dict[str, str]:
         deadline = self.clock() + timeout
         config = station_config(credential, self.driver, self.ctrl_dir)
-        lease = self._already_on(config)
+        lease = self._already_on(credential)
         if lease is not None:
             self.changed = False
             self._ssid = credential.ssid
@@ -267,9 +316,7 @@ class Supplicant:
 
         self._wait(f"an address from {credential.ssid}", deadline, leased)
         dns = lease["DNS"].split()[0]
-        _write_private(self.resolv_conf, f"# Written by cloudlet-device: {credential.ssid}\n"
-                                         f"nameserver {dns}\n")
-        os.chmod(self.resolv_conf, 0o644)
+        self._use_dns(credential.ssid, dns)
         self._ssid = credential.ssid
         self.progress.info(f"on {credential.ssid}: address {lease['ADDRESS']}, DNS {dns}")
         return lease

@@ -1,4 +1,4 @@
-"""Shared fixtures: a deterministic rng, a fixed clock and ready-made PKGs."""
+"""Shared fixtures: a deterministic rng, a fixed clock, ready-made PKGs and Managers."""
 
 from __future__ import annotations
 
@@ -67,3 +67,32 @@ def dev_id():
 @pytest.fixture(scope="session")
 def dev_key(master_a, dev_id):
     return ibe.extract(master_a, dev_id)
+
+
+@pytest.fixture(scope="session")
+def pkis(tmp_path_factory):
+    """TLS PKIs of the cloudlets the Manager tests run (charlie: a third peer, rogue: unpaired)."""
+    from test_manager_support import make_pki
+
+    root = tmp_path_factory.mktemp("pki")
+    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo", "cl-charlie", "cl-rogue")}
+
+
+def _manager(tmp_path, pki, master):
+    from test_manager_support import Running, make_config
+
+    run = Running(make_config(tmp_path, pki, master))
+    yield run
+    run.stop()
+
+
+@pytest.fixture
+def alpha(tmp_path, pkis, master_a):
+    """Cloudlet A's Manager on 127.0.0.1, stopped after the test."""
+    yield from _manager(tmp_path, pkis["cl-alpha"], master_a)
+
+
+@pytest.fixture
+def bravo(tmp_path, pkis, master_b):
+    """Cloudlet B's Manager (the migration target, not yet paired with A)."""
+    yield from _manager(tmp_path, pkis["cl-bravo"], master_b)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DetRng
-from test_manager_support import Running, admin, call, client_ctx, make_config, make_pki, pair
+from test_manager_support import admin, call, client_ctx, pair
 
 from cloudlet import bundles, formats
 from cloudlet.bundles import NetworkCredential
@@ -51,26 +51,6 @@ from cloudlet.formats import Kind
 ROOT = Path(__file__).resolve().parents[2]
 PERIOD = str(Period.containing(datetime.now(UTC)))
 FAST = sealed.KdfParams(log2_n=14)  # 16 MiB: the smallest cost a file may declare
-
-
-@pytest.fixture(scope="module")
-def pkis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo")}
-
-
-@pytest.fixture
-def alpha(tmp_path, pkis, master_a):
-    run = Running(make_config(tmp_path, pkis["cl-alpha"], master_a))
-    yield run
-    run.stop()
-
-
-@pytest.fixture
-def bravo(tmp_path, pkis, master_b):
-    run = Running(make_config(tmp_path, pkis["cl-bravo"], master_b))
-    yield run
-    run.stop()
 
 
 def push_bundle(run, pki, master, device="tablet-07", period=PERIOD, **kw) -> bytes:

@@ -119,3 +119,17 @@ def test_no_answer_times_out_naming_the_interface(tmp_path):
     device = Device(["none"])
     with pytest.raises(DeviceClientError, match="Timed out: 802.1X authentication .* f-cloudlet-a"):
         joiner(tmp_path, device).join(CRED, timeout=5)
+
+
+def test_a_running_supplicant_is_left_alone_and_its_late_lease_taken_up(tmp_path):
+    first = joiner(tmp_path, Device(["ok"]))
+    first.join(CRED, timeout=30)
+    (tmp_path / "resolv.conf").unlink()
+    device = Device(["none", "ok"])
+    again = joiner(tmp_path, device)
+    assert again.runs(CRED) and not again.runs(NetworkCredential("other", "device-1", "pw-pw-pw"))
+    assert again.refresh(CRED) is None  # still authenticating: nothing to do yet
+    assert again.refresh(CRED)["ADDRESS"] == "10.77.2.150"
+    assert (tmp_path / "resolv.conf").read_text().endswith("nameserver 10.77.2.1\n")
+    assert not any(c[:2] == ["systemctl", "restart"] for c in device.calls)
+    assert (tmp_path / "wpa" / ".cloudlet-wired-f-cloudlet-a.lock").exists()

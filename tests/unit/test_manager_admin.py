@@ -19,7 +19,6 @@ from test_manager_support import (
     client_ctx,
     device_call,
     make_config,
-    make_pki,
     pair,
     snapshot,
 )
@@ -42,19 +41,6 @@ SVM = {
     "ports": [8080],
     "images": [{"name": "base", "sha256": "ab" * 32}],
 }
-
-
-@pytest.fixture(scope="module")
-def pkis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo")}
-
-
-@pytest.fixture
-def alpha(tmp_path, pkis, master_a):
-    run = Running(make_config(tmp_path, pkis["cl-alpha"], master_a))
-    yield run
-    run.stop()
 
 
 def test_admin_socket_is_0600(alpha):

@@ -45,7 +45,6 @@ from test_manager_support import (
     call,
     client_ctx,
     make_config,
-    make_pki,
     pair,
     snapshot,
 )
@@ -154,12 +153,6 @@ class Api:
             f"refused ({response.status_code}) but changed the database: {case.as_curl_command()}"
         )
         return response
-
-
-@pytest.fixture(scope="module")
-def pkis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo")}
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from test_manager_support import (
     client_ctx,
     device_call,
     make_config,
-    make_pki,
     pair,
 )
 
@@ -31,12 +30,6 @@ from cloudlet.manager.config import parse_config
 from cloudlet.manager.limiter import FailureLimiter
 
 PERIOD = str(Period.containing(datetime.now(UTC)))
-
-
-@pytest.fixture(scope="module")
-def pkis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo")}
 
 
 @pytest.fixture

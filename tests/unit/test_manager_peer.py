@@ -9,14 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from conftest import DetRng
 from test_manager_support import (
-    Running,
     admin,
     call,
     client_ctx,
     device_call,
     https,
-    make_config,
-    make_pki,
     pair,
     send,
     snapshot,
@@ -36,22 +33,8 @@ SVM = {
 
 
 @pytest.fixture(scope="module")
-def pkis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo", "cl-charlie", "cl-rogue")}
-
-
-@pytest.fixture(scope="module")
 def master_c():
     return ibe.setup("cl-charlie", DetRng(b"pkg-c"))
-
-
-@pytest.fixture
-def bravo(tmp_path, pkis, master_b):
-    """Cloudlet B (the migration target), paired with A."""
-    run = Running(make_config(tmp_path, pkis["cl-bravo"], master_b))
-    yield run
-    run.stop()
 
 
 @pytest.fixture

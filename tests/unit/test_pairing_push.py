@@ -16,7 +16,6 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from test_manager_support import Running, make_config, make_pki
 
 from cloudlet import bundles, pairing_push, transport
 from cloudlet.admin_client import AdminClient
@@ -36,19 +35,6 @@ from cloudlet.errors import (
 )
 
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture(scope="module")
-def pkis(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pki")
-    return {cid: make_pki(root, cid) for cid in ("cl-alpha", "cl-bravo")}
-
-
-@pytest.fixture
-def alpha(tmp_path, pkis, master_a):
-    run = Running(make_config(tmp_path, pkis["cl-alpha"], master_a))
-    yield run
-    run.stop()
 
 
 def push(run, pkis, device="tablet-07", **kw):
