@@ -8,9 +8,10 @@ eavesdropper gets no offline guessing and an active attacker one guess per
 attempt (and the code dies after a few).
 
 The word list is our own: 257 common English nouns, lowercase, 4-8 letters,
-no two within edit distance 3 of each other, and no two sharing their first
-three letters, so a word misheard as a neighbour is not silently another
-word, and typing three letters is enough. 257 is prime, which makes the check
+in alphabetical order, any two at least 3 edits apart (insertions, deletions,
+substitutions, and swaps of two adjacent letters, each counted as one edit),
+and no two sharing their first three letters: one or two wrong letters never
+turn a word into another, and typing three letters is enough. 257 is prime, which makes the check
 word exact: with data words w_1..w_n the check word is
 
     sum(i * w_i) mod 257
@@ -166,7 +167,7 @@ WORDS: tuple[str, ...] = (
     "lotus",
     "lunar",
     "lynx",
-    "magnet",
+    "magpie",
     "marble",
     "mascot",
     "meadow",
@@ -206,7 +207,7 @@ WORDS: tuple[str, ...] = (
     "pelican",
     "pencil",
     "pepper",
-    "pickle",
+    "pheasant",
     "pigeon",
     "pilot",
     "pirate",
@@ -229,7 +230,7 @@ WORDS: tuple[str, ...] = (
     "relic",
     "rhino",
     "ribbon",
-    "robot",
+    "rocket",
     "rodeo",
     "rosebud",
     "runway",
@@ -383,12 +384,18 @@ def generate_code(bits: int = DEFAULT_BITS, rng: Rng | None = None) -> VoiceCode
 
 
 def _distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
+    """Edits from ``a`` to ``b``, a swap of adjacent letters counting as one
+    (optimal string alignment distance)."""
+    rows = [list(range(len(b) + 1))]
     for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
+        row = [i]
         for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
+            best = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                best = min(best, rows[-2][j - 2] + 1)
+            row.append(best)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def _resolve(token: str) -> str:

@@ -91,6 +91,21 @@ def test_the_paired_device_reaches_the_manager_and_the_svm_by_name(lab, paired):
     assert counts[1] > counts[0]
 
 
+def test_the_device_client_service_stays_on_the_network_without_rejoining(lab, paired):
+    """The cloudlet-device service (device_client role): its round finds the device on."""
+    show = "systemctl show -P InvocationID cloudlet-wpa-wired@" + FIELD_IF
+    supplicant = lab.ssh("device-1", show).stdout
+    lab.ssh("device-1", "systemctl restart cloudlet-device")  # a round now, not in 30 s
+    deadline = time.monotonic() + 30
+    this_run = ("journalctl -o cat --no-pager _SYSTEMD_INVOCATION_ID="
+                "$(systemctl show -P InvocationID cloudlet-device)")
+    while "messages: 0 credential(s)" not in (log := lab.ssh("device-1", this_run).stdout):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.5)
+    assert f"on cloudlet-cloudlet-a ({FIELD_IF}, " in log and "error" not in log
+    assert lab.ssh("device-1", show).stdout == supplicant
+
+
 def test_an_unpaired_device_gets_eap_failure_and_nothing_through(lab, field_ip):
     """device-2, not paired yet, tries a credential the cloudlet does not know."""
     conf = ("ctrl_interface=/run/wpa_supplicant\nap_scan=0\nnetwork={\n key_mgmt=IEEE8021X\n"

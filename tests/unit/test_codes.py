@@ -23,7 +23,17 @@ def test_word_list_properties():
     assert len(set(words)) == len(words)
     assert all(w.isascii() and w.isalpha() and w.islower() and 4 <= len(w) <= 8 for w in words)
     assert len({w[:3] for w in words}) == len(words)  # three letters identify a word
-    assert all(_distance(a, b) >= 3 for a, b in itertools.combinations(words, 2))
+    assert list(words) == sorted(words)
+    # Every pair, with a swap of adjacent letters counted as one edit.
+    assert min(_distance(a, b) for a, b in itertools.combinations(words, 2)) == 3
+
+
+def test_the_distance_counts_a_swap_of_adjacent_letters_as_one_edit():
+    assert _distance("orbit", "orbti") == 1
+    assert _distance("nickel", "pickle") == 2  # a substitution and a swap
+    assert _distance("agent", "magnet") == 2
+    assert _distance("kitten", "sitting") == 3
+    assert _distance("", "acid") == 4 and _distance("acid", "acid") == 0
 
 
 def test_known_answer_with_injected_rng():
