@@ -44,6 +44,8 @@ CLOUDLET_SCHEMA = {
         "params": schema.BASE64,
         "api_host": schema.HOST,
         "api_port": schema.PORT,
+        # Set by the pairing exchange: trusted for POST /peer/hello only, until confirmed.
+        "pending": {"type": "boolean"},
     },
 }
 
@@ -148,6 +150,7 @@ def _cloudlet_record(cloudlet_id: str, data: dict, own_fingerprint: str) -> Clou
         formats.encode_params(params),
         data["api_host"],
         data["api_port"],
+        data.get("pending", False),
     )
 
 
@@ -158,6 +161,7 @@ def _cloudlet_view(rec: CloudletRecord) -> dict:
         "params": b64(rec.params),
         "api_host": rec.api_host,
         "api_port": rec.api_port,
+        "pending": rec.pending,
     }
 
 
@@ -174,6 +178,15 @@ async def put_cloudlet(request: web.Request) -> web.Response:
     if changed:
         st.peers_changed()
     return reply({"changed": changed, "cloudlet": _cloudlet_view(rec)})
+
+
+async def confirm_cloudlet(request: web.Request) -> web.Response:
+    """After our POST /peer/hello to it succeeded: the peer kept the pairing too."""
+    cloudlet_id = params(request)["cloudlet_id"]
+    st = state(request)
+    if st.store.get_cloudlet(cloudlet_id) is None:
+        raise NotFoundError(f"Cloudlet {cloudlet_id!r} is not paired with this cloudlet.")
+    return reply({"changed": st.store.confirm_cloudlet(cloudlet_id)})
 
 
 async def delete_cloudlet(request: web.Request) -> web.Response:
@@ -332,6 +345,15 @@ ROUTES = [
         response=views.obj(changed=views.BOOLEAN, cloudlet=views.CLOUDLET),
         params=_CLOUDLET,
         errors=(409,),
+    ),
+    _r(
+        "POST",
+        "/admin/cloudlets/{cloudlet_id}/confirm",
+        confirm_cloudlet,
+        "Confirm a pending pairing once the peer has answered our POST /peer/hello.",
+        response=views.CHANGED,
+        params=_CLOUDLET,
+        errors=(404,),
     ),
     _r(
         "DELETE",

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from cloudlet import bundles, formats
 from cloudlet.crypto.identity import Identity, Period, device_identity
-from cloudlet.errors import ConflictError, RequestError
+from cloudlet.errors import ConflictError, PeerAuthError, RequestError
 from cloudlet.manager import schema, views
 from cloudlet.manager.protocol import API_VERSION
 from cloudlet.manager.store import CloudletRecord, SvmRecord
@@ -81,10 +81,20 @@ CREDENTIALS_SCHEMA = {
 }
 
 
-def caller(request: web.Request) -> CloudletRecord:
-    """The paired cloudlet on the other end of this mutual-TLS connection."""
+def caller(request: web.Request, pending_ok: bool = False) -> CloudletRecord:
+    """The paired cloudlet on the other end of this mutual-TLS connection.
+
+    A peer whose pairing is still pending may only say hello (``hello``).
+    """
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    return identify_peer(peer_certificate(ssl_object), state(request).store.cloudlets())
+    peer = identify_peer(peer_certificate(ssl_object), state(request).store.cloudlets())
+    if peer.pending and not pending_ok:
+        raise PeerAuthError(
+            f"The pairing with cloudlet {peer.cloudlet_id!r} is not confirmed yet.",
+            "Its first call must be POST /peer/hello; pair_cloudlets.yml makes it, and so "
+            "does the migration ceremony before it uses a peer.",
+        )
+    return peer
 
 
 def svm_record(data: dict, origin: str, svm_state: str = "active") -> SvmRecord:
@@ -127,6 +137,21 @@ async def info(request: web.Request) -> web.Response:
             "mem_available_mib": _mem_available_mib(),
         }
     )
+
+
+async def hello(request: web.Request) -> web.Response:
+    """The first authenticated call after a pairing: it confirms the caller.
+
+    The TLS handshake has shown that the caller holds our CA (it accepted our
+    server certificate) and we hold its: both kept the pairing, so neither
+    keeps trust the other lacks. The caller confirms its own record of us
+    when this answer arrives.
+    """
+    peer = caller(request, pending_ok=True)
+    st = state(request)
+    changed = st.store.confirm_cloudlet(peer.cloudlet_id)
+    return reply({"cloudlet_id": st.master.cloudlet_id, "caller": peer.cloudlet_id,
+                  "changed": changed})
 
 
 async def receive_svm(request: web.Request) -> web.Response:
@@ -258,6 +283,16 @@ async def device_credentials(request: web.Request) -> web.Response:
 
 
 ROUTES = [
+    Route(
+        "POST",
+        "/peer/hello",
+        hello,
+        "Confirm a new pairing: the first call each side makes to the other; the only one "
+        "a pending peer may make.",
+        "peer-mtls",
+        response=views.obj(cloudlet_id=schema.ID, caller=schema.ID, changed=views.BOOLEAN),
+        tag="peer",
+    ),
     Route(
         "GET",
         "/peer/info",

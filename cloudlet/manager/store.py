@@ -53,7 +53,7 @@ __all__ = [
     "SvmRecord",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PENDING_SVM_TTL = 6 * 3600  # seconds: longer than any migration over a tactical link
 
 _SCHEMA = """
@@ -65,7 +65,8 @@ CREATE TABLE cloudlets (
     params         BLOB NOT NULL,
     api_host       TEXT NOT NULL,
     api_port       INTEGER NOT NULL CHECK (api_port BETWEEN 1 AND 65535),
-    updated_at     INTEGER NOT NULL
+    updated_at     INTEGER NOT NULL,
+    pending        INTEGER NOT NULL DEFAULT 0 CHECK (pending IN (0, 1))
 );
 CREATE TABLE devices (
     device_id    TEXT PRIMARY KEY,
@@ -124,6 +125,10 @@ ALTER TABLE devices ADD COLUMN
 ALTER TABLE svms ADD COLUMN
     state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'pending'));
 """,
+    2: """
+ALTER TABLE cloudlets ADD COLUMN
+    pending INTEGER NOT NULL DEFAULT 0 CHECK (pending IN (0, 1));
+""",
 }
 
 
@@ -135,6 +140,17 @@ class CloudletRecord:
     params: bytes
     api_host: str
     api_port: int
+    # Stored by a pairing exchange, not yet confirmed by the first
+    # authenticated call between the two Managers (POST /peer/hello): trusted
+    # for that call only.
+    pending: bool = False
+
+
+_CLOUDLET_COLUMNS = "cloudlet_id, ca_pem, ca_fingerprint, params, api_host, api_port, pending"
+
+
+def _cloudlet_row(row: tuple) -> CloudletRecord:
+    return CloudletRecord(*row[:-1], pending=bool(row[-1]))
 
 
 @dataclass(frozen=True, repr=False)
@@ -296,7 +312,7 @@ class Store:
                     "Each cloudlet has its own CA; remove the stale pairing first.",
                 )
             db.execute(
-                "INSERT OR REPLACE INTO cloudlets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO cloudlets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rec.cloudlet_id,
                     rec.ca_pem,
@@ -305,9 +321,20 @@ class Store:
                     rec.api_host,
                     rec.api_port,
                     int(time.time()),
+                    int(rec.pending),
                 ),
             )
             return True
+
+    def confirm_cloudlet(self, cloudlet_id: str) -> bool:
+        """End a peer's pending state; True if it was pending."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE cloudlets SET pending = 0, updated_at = ? "
+                "WHERE cloudlet_id = ? AND pending = 1",
+                (int(time.time()), cloudlet_id),
+            )
+            return cur.rowcount > 0
 
     def remove_cloudlet(self, cloudlet_id: str) -> bool:
         with self._tx() as db:
@@ -317,21 +344,18 @@ class Store:
     @staticmethod
     def _cloudlet(db: sqlite3.Connection, cloudlet_id: str) -> CloudletRecord | None:
         row = db.execute(
-            "SELECT cloudlet_id, ca_pem, ca_fingerprint, params, api_host, api_port "
-            "FROM cloudlets WHERE cloudlet_id = ?",
-            (cloudlet_id,),
+            f"SELECT {_CLOUDLET_COLUMNS} FROM cloudlets WHERE cloudlet_id = ?", (cloudlet_id,)
         ).fetchone()
-        return CloudletRecord(*row) if row else None
+        return _cloudlet_row(row) if row else None
 
     def get_cloudlet(self, cloudlet_id: str) -> CloudletRecord | None:
         return self._cloudlet(self._db, cloudlet_id)
 
     def cloudlets(self) -> list[CloudletRecord]:
         rows = self._db.execute(
-            "SELECT cloudlet_id, ca_pem, ca_fingerprint, params, api_host, api_port "
-            "FROM cloudlets ORDER BY cloudlet_id"
+            f"SELECT {_CLOUDLET_COLUMNS} FROM cloudlets ORDER BY cloudlet_id"
         ).fetchall()
-        return [CloudletRecord(*r) for r in rows]
+        return [_cloudlet_row(r) for r in rows]
 
     # --- paired devices -----------------------------------------------------
 

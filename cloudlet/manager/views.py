@@ -82,4 +82,5 @@ CLOUDLET = obj(
     params=BASE64,
     api_host=schema.HOST,
     api_port=schema.PORT,
+    pending=BOOLEAN,
 )

@@ -23,7 +23,7 @@ from test_manager_support import (
     snapshot,
 )
 
-from cloudlet import pki
+from cloudlet import formats, pki
 from cloudlet.crypto import ibe
 from cloudlet.crypto.identity import Period, device_identity
 from cloudlet.errors import ConfigError, StorageError
@@ -258,23 +258,28 @@ def test_store_is_wal_with_foreign_keys_and_a_schema_version(tmp_path):
         Store(tmp_path / "m.db")
 
 
-def test_a_schema_1_database_is_upgraded_in_place(tmp_path):
-    """Devices and SVMs of release 0.1.0 become local devices and active SVMs."""
+def test_a_schema_1_database_is_upgraded_in_place(tmp_path, pkis, master_b):
+    """Release 0.1.0's devices, SVMs and peers: local devices, active SVMs, confirmed peers."""
     v1 = (Path(__file__).parent / "data" / "manager_schema_v1.sql").read_text()
     con = sqlite3.connect(tmp_path / "m.db")
     con.executescript(v1)
     con.execute("INSERT INTO schema_version VALUES (1)")
     con.execute("INSERT INTO devices VALUES ('tablet-07', 0, 10, 0, 'pw', 0)")
     con.execute("INSERT INTO svms VALUES ('chat', 'chat.svc', 64, '[80]', 'local', 0)")
+    con.execute("INSERT INTO cloudlets VALUES ('cl-bravo', ?, 'ab', ?, 'b.example', 9443, 0)",
+                (pkis["cl-bravo"].ca_pem.decode(), formats.encode_params(master_b.params)))
     con.commit()
     con.close()
     store = Store(tmp_path / "m.db")
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     dev = store.get_device("tablet-07")
     assert (dev.via, dev.home, dev.eap_password) == ("", None, "pw")
     assert store.get_svm("chat").state == "active"
+    assert store.get_cloudlet("cl-bravo").pending is False
     with pytest.raises(sqlite3.IntegrityError):  # the new columns' checks hold
         store._db.execute("UPDATE svms SET state = 'lost'")
+    with pytest.raises(sqlite3.IntegrityError):
+        store._db.execute("UPDATE cloudlets SET pending = 2")
     store.close()
 
 

@@ -78,6 +78,37 @@ def test_unpaired_before_pairing_then_trusted_after(bravo, pkis, master_a):
     assert call(bravo, _peer_ctx(pkis), "GET", "/peer/info")[0] == 200
 
 
+def test_a_pending_peer_may_only_say_hello_which_confirms_it(bravo, pkis, master_a):
+    """What a pairing exchange stores is pending until the first authenticated call."""
+    assert pair(bravo, pkis["cl-alpha"], master_a, pending=True)[0] == 200
+    (view,) = admin(bravo, "GET", "/admin/cloudlets")[1]["cloudlets"]
+    assert view["pending"] is True
+    before = snapshot(bravo.cfg.db)
+    for method, path, body in (("GET", "/peer/info", None), ("POST", "/peer/svms", SVM)):
+        status, reply = call(bravo, _peer_ctx(pkis), method, path, body)
+        assert status == 403 and "not confirmed yet" in reply["error"]["message"]
+    assert snapshot(bravo.cfg.db) == before
+    status, reply = call(bravo, _peer_ctx(pkis), "POST", "/peer/hello")
+    assert (status, reply) == (200, {"cloudlet_id": "cl-bravo", "caller": "cl-alpha",
+                                     "changed": True})
+    assert call(bravo, _peer_ctx(pkis), "GET", "/peer/info")[0] == 200
+    assert call(bravo, _peer_ctx(pkis), "POST", "/peer/hello")[1]["changed"] is False
+    assert admin(bravo, "GET", "/admin/cloudlets")[1]["cloudlets"][0]["pending"] is False
+
+
+def test_the_admin_confirms_a_pending_peer_after_its_hello_was_answered(bravo, pkis, master_a):
+    pair(bravo, pkis["cl-alpha"], master_a, pending=True)
+    assert admin(bravo, "POST", "/admin/cloudlets/cl-alpha/confirm") == (200, {"changed": True})
+    assert admin(bravo, "POST", "/admin/cloudlets/cl-alpha/confirm") == (200, {"changed": False})
+    assert call(bravo, _peer_ctx(pkis), "GET", "/peer/info")[0] == 200
+    assert admin(bravo, "POST", "/admin/cloudlets/cl-nobody/confirm")[0] == 404
+
+
+def test_pairing_again_replaces_a_confirmed_peer_with_a_pending_one(paired, pkis, master_a):
+    assert pair(paired, pkis["cl-alpha"], master_a, pending=True)[1]["changed"] is True
+    assert call(paired, _peer_ctx(pkis), "GET", "/peer/info")[0] == 403
+
+
 def test_unpairing_refuses_new_and_kept_alive_connections(paired, pkis):
     conn = https(paired, _peer_ctx(pkis))
     try:

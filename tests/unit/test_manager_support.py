@@ -181,7 +181,8 @@ def device_call(run, ctx, key, method, path, body=b"", audience=None, headers=No
     return call(run, ctx, method, path, raw or None, hdrs), auth
 
 
-def pair(run: Running, peer: CloudletPki, peer_master: ibe.MasterKey, port: int = 9443):
+def pair(run: Running, peer: CloudletPki, peer_master: ibe.MasterKey, port: int = 9443,
+         pending: bool = False):
     import base64
 
     return admin(
@@ -193,6 +194,7 @@ def pair(run: Running, peer: CloudletPki, peer_master: ibe.MasterKey, port: int 
             "params": base64.b64encode(formats.encode_params(peer_master.params)).decode(),
             "api_host": "127.0.0.1",
             "api_port": port,
+            "pending": pending,
         },
     )
 
