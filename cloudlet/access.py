@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudlet.errors import CloudletError, FormatError, StorageError
-from cloudlet.manager.schema import DEVICE_NAME
+from cloudlet.manager.schema import DEVICE_NAME, ID
 
 __all__ = [
     "EapUser",
@@ -41,8 +41,11 @@ __all__ = [
     "sync_users",
 ]
 
-# A device id as the Manager names it (``device-1``, a visitor ``device-1@cloudlet-b``).
-_IDENTITY_RE = re.compile(DEVICE_NAME["pattern"])
+# A device as the Manager names it (``device-1``, a visitor ``device-1@cloudlet-b``), or
+# a paired cloudlet (``peer:cloudlet-b``).
+_IDENTITY_RE = re.compile(
+    rf"^(?:{DEVICE_NAME['pattern'].strip('^$')}|peer:{ID['pattern'].strip('^$')})$"
+)
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 
 
@@ -63,7 +66,8 @@ class EapUser:
 
     def __post_init__(self) -> None:
         if not isinstance(self.identity, str) or not _IDENTITY_RE.match(self.identity):
-            raise FormatError(f"EAP identity {self.identity!r} is not a device id.")
+            raise FormatError(f"EAP identity {self.identity!r} is neither a device's nor a "
+                              "paired cloudlet's.")
         if not isinstance(self.password, str) or len(self.password) < 16:
             raise FormatError(f"The EAP password of {self.identity} is shorter than 16 characters.")
 

@@ -27,14 +27,15 @@ author:
 options:
   users:
     description:
-      - The paired devices, as the Manager's C(GET /admin/eap-users) lists them.
+      - The paired devices and cloudlets, as the Manager's C(GET /admin/eap-users) lists them.
     type: list
     elements: dict
     required: true
     suboptions:
       identity:
         description:
-          - The device id, its EAP identity.
+          - The EAP identity, a device's name on the cloudlet or C(peer:<cloudlet id>) for a
+            paired cloudlet.
         type: str
         required: true
       password:

@@ -9,6 +9,8 @@ no token to leak into a log. Writes are idempotent PUT/DELETE and answer
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -46,6 +48,25 @@ CLOUDLET_SCHEMA = {
         "api_port": schema.PORT,
         # Set by the pairing exchange: trusted for POST /peer/hello only, until confirmed.
         "pending": {"type": "boolean"},
+        # The password of EAP identity peer:<cloudlet_id> on our field network, which
+        # we issue to the peer ...
+        "eap_password": {"type": "string", "minLength": 16, "maxLength": 128,
+                         "pattern": "^[!#-~]+$"},
+        # ... and the credential the peer issued us for its network.
+        "network": {
+            "type": "object",
+            "required": ["ssid", "identity", "password", "method"],
+            "additionalProperties": False,
+            "properties": {
+                "ssid": {"type": "string", "minLength": 1, "maxLength": 32,
+                         "pattern": "^[ !#-~]+$"},
+                "identity": {"type": "string", "minLength": 1, "maxLength": 128,
+                             "pattern": "^[ !#-~]+$"},
+                "password": {"type": "string", "minLength": 16, "maxLength": 128,
+                             "pattern": "^[ !#-~]+$"},
+                "method": {"type": "string", "pattern": "^(?:pwd|tls)$"},
+            },
+        },
     },
 }
 
@@ -111,15 +132,13 @@ async def delete_device(request: web.Request) -> web.Response:
 
 async def eap_users(request: web.Request) -> web.Response:
     """For the network role: the 802.1X credential of every paired device."""
-    devices = state(request).store.devices()
-    return reply(
-        {
-            "users": [
-                {"identity": d.device_id, "password": d.eap_password, "revoked": d.revoked}
-                for d in devices
-            ]
-        }
-    )
+    store = state(request).store
+    users = [{"identity": d.device_id, "password": d.eap_password, "revoked": d.revoked}
+             for d in store.devices()]
+    # A paired cloudlet joins our network to reach the Manager and migrate (seed step 2).
+    users += [{"identity": c.eap_identity, "password": c.eap_password, "revoked": False}
+              for c in store.cloudlets() if c.eap_password]
+    return reply({"users": users})
 
 
 # --- paired cloudlets --------------------------------------------------------
@@ -151,6 +170,8 @@ def _cloudlet_record(cloudlet_id: str, data: dict, own_fingerprint: str) -> Clou
         data["api_host"],
         data["api_port"],
         data.get("pending", False),
+        data.get("eap_password", ""),
+        json.dumps(data["network"], sort_keys=True) if "network" in data else "",
     )
 
 
@@ -162,7 +183,18 @@ def _cloudlet_view(rec: CloudletRecord) -> dict:
         "api_host": rec.api_host,
         "api_port": rec.api_port,
         "pending": rec.pending,
+        # Names only, never a password: whether the peer may join our network
+        # (as eap_identity), and which of its networks we may join.
+        "eap_identity": rec.eap_identity if rec.eap_password else None,
+        "network": _network_names(rec.network),
     }
+
+
+def _network_names(network: str) -> dict | None:
+    if not network:
+        return None
+    data = json.loads(network)
+    return {"ssid": data["ssid"], "identity": data["identity"], "method": data["method"]}
 
 
 async def list_cloudlets(request: web.Request) -> web.Response:

@@ -31,7 +31,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudlet.crypto.auth import ReplayCache
@@ -66,7 +66,9 @@ CREATE TABLE cloudlets (
     api_host       TEXT NOT NULL,
     api_port       INTEGER NOT NULL CHECK (api_port BETWEEN 1 AND 65535),
     updated_at     INTEGER NOT NULL,
-    pending        INTEGER NOT NULL DEFAULT 0 CHECK (pending IN (0, 1))
+    pending        INTEGER NOT NULL DEFAULT 0 CHECK (pending IN (0, 1)),
+    eap_password   TEXT NOT NULL DEFAULT '',
+    network        TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE devices (
     device_id    TEXT PRIMARY KEY,
@@ -128,6 +130,8 @@ ALTER TABLE svms ADD COLUMN
     2: """
 ALTER TABLE cloudlets ADD COLUMN
     pending INTEGER NOT NULL DEFAULT 0 CHECK (pending IN (0, 1));
+ALTER TABLE cloudlets ADD COLUMN eap_password TEXT NOT NULL DEFAULT '';
+ALTER TABLE cloudlets ADD COLUMN network TEXT NOT NULL DEFAULT '';
 """,
 }
 
@@ -144,13 +148,29 @@ class CloudletRecord:
     # authenticated call between the two Managers (POST /peer/hello): trusted
     # for that call only.
     pending: bool = False
+    # The EAP-pwd password of identity ``peer:<cloudlet_id>`` on our field
+    # network, which we issued to the peer ("" for none) ...
+    eap_password: str = field(default="", repr=False)
+    # ... and the credential the peer issued us for its own network, as JSON
+    # {ssid, identity, password, method} ("" for none).
+    network: str = field(default="", repr=False)
+
+    @property
+    def eap_identity(self) -> str:
+        """Our field network's name for the peer: no device id can take it (no colon)."""
+        return f"peer:{self.cloudlet_id}"
 
 
-_CLOUDLET_COLUMNS = "cloudlet_id, ca_pem, ca_fingerprint, params, api_host, api_port, pending"
+_CLOUDLET_COLUMNS = (
+    "cloudlet_id, ca_pem, ca_fingerprint, params, api_host, api_port, pending, eap_password, "
+    "network"
+)
 
 
 def _cloudlet_row(row: tuple) -> CloudletRecord:
-    return CloudletRecord(*row[:-1], pending=bool(row[-1]))
+    *fields, pending, eap_password, network = row
+    return CloudletRecord(*fields, pending=bool(pending), eap_password=eap_password,
+                          network=network)
 
 
 @dataclass(frozen=True, repr=False)
@@ -312,7 +332,7 @@ class Store:
                     "Each cloudlet has its own CA; remove the stale pairing first.",
                 )
             db.execute(
-                "INSERT OR REPLACE INTO cloudlets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO cloudlets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rec.cloudlet_id,
                     rec.ca_pem,
@@ -322,6 +342,8 @@ class Store:
                     rec.api_port,
                     int(time.time()),
                     int(rec.pending),
+                    rec.eap_password,
+                    rec.network,
                 ),
             )
             return True

@@ -83,4 +83,6 @@ CLOUDLET = obj(
     api_host=schema.HOST,
     api_port=schema.PORT,
     pending=BOOLEAN,
+    eap_identity=nullable(STRING),
+    network=nullable(obj(ssid=STRING, identity=STRING, method=STRING)),
 )

@@ -171,7 +171,7 @@ def test_the_module_refuses_bad_input_clearly(tmp_path):
     base = {"path": str(tmp_path / "eap_users"), "ctrl_interface": str(tmp_path),
             "interface": "field0"}
     bad = run_module(users=[{"identity": "Dev 1", "password": "long-enough-password"}], **base)
-    assert bad["failed"] and "not a device id" in bad["msg"]
+    assert bad["failed"] and "neither a device's nor a paired cloudlet's" in bad["msg"]
     bad = run_module(users=[], nft_set="cloudlet_field authorized", **base)
     assert bad["failed"] and "family table set" in bad["msg"]
     assert not (tmp_path / "eap_users").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 from datetime import UTC, datetime
 
@@ -107,6 +108,36 @@ def test_the_admin_confirms_a_pending_peer_after_its_hello_was_answered(bravo, p
 def test_pairing_again_replaces_a_confirmed_peer_with_a_pending_one(paired, pkis, master_a):
     assert pair(paired, pkis["cl-alpha"], master_a, pending=True)[1]["changed"] is True
     assert call(paired, _peer_ctx(pkis), "GET", "/peer/info")[0] == 403
+
+
+def test_the_network_credentials_of_a_pairing_are_kept_and_never_shown(bravo, pkis, master_a):
+    theirs = {"ssid": "cloudlet-cl-alpha", "identity": "peer:cl-bravo",
+              "password": "their-secret-for-us-0001", "method": "pwd"}
+    status, body = pair(bravo, pkis["cl-alpha"], master_a, pending=True,
+                        eap_password="our-secret-for-them-01", network=theirs)
+    assert status == 200
+    view = body["cloudlet"]
+    assert view["eap_identity"] == "peer:cl-alpha"
+    assert view["network"] == {"ssid": "cloudlet-cl-alpha", "identity": "peer:cl-bravo",
+                               "method": "pwd"}
+    listed = json.dumps(admin(bravo, "GET", "/admin/cloudlets")[1])
+    assert "secret" not in listed
+    users = admin(bravo, "GET", "/admin/eap-users")[1]["users"]
+    assert {"identity": "peer:cl-alpha", "password": "our-secret-for-them-01",
+            "revoked": False} in users
+    assert bravo.state.store.get_cloudlet("cl-alpha").network == json.dumps(theirs, sort_keys=True)
+    assert "secret" not in repr(bravo.state.store.get_cloudlet("cl-alpha"))
+    admin(bravo, "DELETE", "/admin/cloudlets/cl-alpha")
+    assert admin(bravo, "GET", "/admin/eap-users")[1]["users"] == []
+
+
+def test_a_weak_or_malformed_network_credential_is_refused(bravo, pkis, master_a):
+    for extra in ({"eap_password": "short"},
+                  {"network": {"ssid": "x", "identity": "y", "password": "z" * 16,
+                               "method": "psk"}},
+                  {"eap_password": 'quote"in-password-0001'}):
+        assert pair(bravo, pkis["cl-alpha"], master_a, **extra)[0] == 400
+    assert admin(bravo, "GET", "/admin/cloudlets")[1]["cloudlets"] == []
 
 
 def test_unpairing_refuses_new_and_kept_alive_connections(paired, pkis):

@@ -182,7 +182,8 @@ def device_call(run, ctx, key, method, path, body=b"", audience=None, headers=No
 
 
 def pair(run: Running, peer: CloudletPki, peer_master: ibe.MasterKey, port: int = 9443,
-         pending: bool = False):
+         pending: bool = False, **extra):
+    """PUT /admin/cloudlets/<peer>; ``extra`` adds body fields (eap_password, network)."""
     import base64
 
     return admin(
@@ -195,6 +196,7 @@ def pair(run: Running, peer: CloudletPki, peer_master: ibe.MasterKey, port: int 
             "api_host": "127.0.0.1",
             "api_port": port,
             "pending": pending,
+            **extra,
         },
     )
 
