@@ -4,10 +4,12 @@ Each test is one QEMU TCG guest boot (about 45 s, DESIGN.md §6) with one AP
 and two stations, one that must associate and one that must not. They need no
 lab: the ``lab`` fixture is built only for tests that ask for it.
 
-The pairing link's configurations are written here (the cloudlet pairing
-ceremony will render its own); the field network's are the ones the product
-uses: the cloudlet_network role's hostapd template, the EAP user file of
-``cloudlet.access`` and the station configuration of the device client.
+The configurations are the ones the product renders: for the pairing link,
+``cloudlet.peering.link`` with the password the voice code derives
+(``pake.link_password``); for the field network, the cloudlet_network role's
+hostapd template, the EAP user file of ``cloudlet.access`` and the station
+configuration of the device client. Only the control-interface directory is
+the harness's, where its guest reads the daemons' state.
 """
 
 from __future__ import annotations
@@ -21,42 +23,18 @@ import yaml
 
 from cloudlet.access import EapUser, render_eap_users
 from cloudlet.bundles import NetworkCredential
+from cloudlet.crypto import codes
+from cloudlet.crypto.pake import link_password
 from cloudlet.device.network import station_config
 from cloudlet.lab.radio import RadioResult, run_radio_check
+from cloudlet.peering import link
 
 # A boot takes about 45 s on an idle 2-core host; a loaded one (other QEMU
 # guests, a lab build) can take twice that under TCG.
 TIMEOUT = 240
-PAIR_SSID = "cloudlet-pair"
 FIELD_SSID = "cloudlet-field"
 FIELD_DIR = "/etc/cloudlet-network"
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "cloudlet_network"
-
-
-def sae_ap_config(ssid: str, password: str) -> str:
-    return f"""interface=wlan0
-driver=nl80211
-ssid={ssid}
-hw_mode=g
-channel=1
-wpa=2
-wpa_key_mgmt=SAE
-rsn_pairwise=CCMP
-ieee80211w=2
-sae_pwe=2
-sae_password={password}
-"""
-
-
-def sae_station_config(ssid: str, password: str) -> str:
-    return f"""sae_pwe=2
-network={{
-    ssid="{ssid}"
-    key_mgmt=SAE
-    sae_password="{password}"
-    ieee80211w=2
-}}
-"""
 
 
 def field_ap_config(ssid: str) -> str:
@@ -89,12 +67,17 @@ def _explain(result: RadioResult) -> str:
     return "\n".join(parts)
 
 
-def test_wpa3_sae_pairing_link_admits_only_the_right_password():
-    password = "tactical pairing link 7"
+def test_the_pairing_link_admits_only_the_codes_password():
+    """What pair_cloudlets.yml brings up on a radio: SAE with the code-derived password."""
+    code, other = codes.generate_code(), codes.generate_code()
+    assert code != other
+    ssid = link.new_ssid()
+    password = link_password(code, "cloudlet-a", "cloudlet-b")
     result = run_radio_check(
-        sae_ap_config(PAIR_SSID, password),
-        {"right": sae_station_config(PAIR_SSID, password),
-         "wrong": sae_station_config(PAIR_SSID, "tactical pairing link 8")},
+        link.ap_config("wlan0", ssid, password, "/run/hostapd"),
+        {"right": link.station_config(ssid, password, "/run/wpa_supplicant"),
+         "wrong": link.station_config(ssid, link_password(other, "cloudlet-a", "cloudlet-b"),
+                                      "/run/wpa_supplicant")},
         timeout=TIMEOUT,
     )
     right, wrong = result.stations["right"], result.stations["wrong"]
