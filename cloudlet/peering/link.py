@@ -134,6 +134,7 @@ class Link:
         self.run, self.clock, self.sleep = run, clock, sleep
         self.address = HOST_ADDRESS if side == "host" else JOIN_ADDRESS
         self.peer_address = JOIN_ADDRESS if side == "host" else HOST_ADDRESS
+        self.port = PORT  # the host side listens there
 
     @property
     def daemon(self) -> str:
