@@ -44,11 +44,12 @@ from cloudlet.bundles import NetworkCredential, PairingBundle
 from cloudlet.crypto import codes
 from cloudlet.crypto.pake import Pairing, link_password
 from cloudlet.errors import CloudletError, PairingError
+from cloudlet.manager.config import Config
 from cloudlet.peering.exchange import Channel, Exchange
 from cloudlet.peering.ledger import CodeLedger
 from cloudlet.peering.link import Link, new_ssid
 
-__all__ = ["Local", "Report", "new_code", "pair", "trust_libvirt"]
+__all__ = ["Local", "Report", "new_code", "pair", "trust_libvirt", "unpair"]
 
 _CONFIRMED = b"CLOUDLET-V01-PAIRED\n"
 
@@ -74,6 +75,15 @@ class Local:
     # Makes libvirtd re-read its CA file; running domains are not touched.
     libvirt_reload: tuple[str, ...] = ("virt-admin", "server-update-tls", "libvirtd")
 
+    @classmethod
+    def from_manager(cls, config: Config, *, params: Path, client_cert: Path, client_key: Path,
+                     ledger_dir: Path, libvirt_trust_dir: Path, libvirt_ca_file: Path) -> Local:
+        """Names, TLS files and admin socket from the Manager's configuration; the rest given."""
+        return cls(config.cloudlet_id, config.fqdn, config.listen_port, config.ssid,
+                   config.ca_cert, params, config.server_cert, config.server_key,
+                   client_cert, client_key, str(config.admin_socket), ledger_dir,
+                   libvirt_trust_dir, libvirt_ca_file)
+
 
 @dataclass(frozen=True)
 class Report:
@@ -85,26 +95,41 @@ class Report:
 
 
 def trust_libvirt(local: Local, peer_id: str, ca_pem: str | None) -> None:
-    """libvirt's CA file: this cloudlet's CA and every paired peer's, one PEM each.
+    """Add (or, with ``ca_pem=None``, remove) a peer's CA in libvirt's CA file.
 
-    The peers' CAs live in ``libvirt_trust_dir`` as ``peer-<id>.pem``; the
-    file libvirt reads is rebuilt from our CA and those, then libvirtd is
-    told to reload its TLS credentials (running domains are not touched).
-    ``ca_pem=None`` removes the peer.
+    The rule, shared with the cloudlet_pki role: libvirt's CA file is the
+    concatenation of ``ca.pem`` (this cloudlet's CA, put there by the role)
+    and every ``peer-<id>.pem`` in ``libvirt_trust_dir``, in name order. Then
+    libvirtd is told to re-read it; running domains are not touched.
     """
-    local.libvirt_trust_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fragment = local.libvirt_trust_dir / f"peer-{peer_id}.pem"
+    trust = local.libvirt_trust_dir
+    if not (trust / "ca.pem").is_file():
+        raise PairingError(f"{trust}/ca.pem is missing: libvirt's trust is not set up here.",
+                           "Run the setup ceremony on this cloudlet first.")
+    fragment = trust / f"peer-{peer_id}.pem"
     if ca_pem is None:
         fragment.unlink(missing_ok=True)
     else:
         formats.write_secret_file(fragment, ca_pem.encode(), mode=0o644)
-    parts = [local.ca_cert.read_bytes()]
-    parts += [p.read_bytes() for p in sorted(local.libvirt_trust_dir.glob("peer-*.pem"))]
+    parts = [(trust / "ca.pem").read_bytes()]
+    parts += [p.read_bytes() for p in sorted(trust.glob("peer-*.pem"))]
     formats.write_secret_file(local.libvirt_ca_file, b"".join(parts), mode=0o644)
     done = subprocess.run(local.libvirt_reload, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise PairingError(f"libvirtd did not reload its TLS CAs: {done.stderr.strip()}",
                            "Check that libvirtd runs (systemctl status libvirtd).")
+
+
+def unpair(local: Local, peer_id: str, check: bool = False) -> bool:
+    """Forget a paired cloudlet: Manager trust (and both network credentials), libvirt trust."""
+    admin = AdminClient(local.admin_socket)
+    known = any(c["cloudlet_id"] == peer_id for c in admin.get("/admin/cloudlets")["cloudlets"])
+    trusted = (local.libvirt_trust_dir / f"peer-{peer_id}.pem").exists()
+    if check or not (known or trusted):
+        return known or trusted
+    admin.request("DELETE", f"/admin/cloudlets/{peer_id}")
+    trust_libvirt(local, peer_id, None)
+    return True
 
 
 def new_code(local: Local, backend: str) -> tuple[codes.VoiceCode, str | None]:

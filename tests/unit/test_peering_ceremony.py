@@ -54,6 +54,8 @@ def local_of(run, pki_, tmp_path: Path) -> Local:
     cid = pki_.cloudlet_id
     params = tmp_path / f"{cid}.params"
     params.write_bytes(formats.encode_params(run.state.master.params))
+    (tmp_path / f"trust-{cid}").mkdir()
+    (tmp_path / f"trust-{cid}" / "ca.pem").write_bytes(pki_.ca_pem)  # as cloudlet_pki puts it
     return Local(cid, "localhost", run.port, f"net-{cid}", pki_.ca, params,
                  pki_.dir / "server.pem", pki_.dir / "server.key",
                  pki_.dir / "client.pem", pki_.dir / "client.key",

@@ -230,8 +230,8 @@ def test_the_playbooks_pass_validation_with_the_lab_inventory_and_the_command_li
     }
     on_cloudlets = [
         ("cloudlet_base", "main"), ("cloudlet_pki", "main"), ("cloudlet_libvirt", "main"),
-        ("cloudlet_manager", "main"), ("cloudlet_network", "main"), ("cloudlet_svm_store", "main"),
-        ("cloudlet_dns", "main"),
+        ("cloudlet_manager", "main"), ("cloudlet_network", "main"), ("cloudlet_pairing", "main"),
+        ("cloudlet_svm_store", "main"), ("cloudlet_dns", "main"),
         ("cloudlet_delivery", "main"), ("cloudlet_delivery", "seal"),
     ]
     assert validated == (
