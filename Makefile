@@ -18,6 +18,7 @@ demo: setup
 	ansible-playbook playbooks/delivery.yml
 	ansible-playbook playbooks/pair_device.yml -e device=device-1
 	ansible-playbook playbooks/pair_device.yml -e device=device-2
+	scripts/pair-cloudlets cloudlet-a cloudlet-b -- -e replace=true
 	ansible-playbook playbooks/check_svm.yml
 
 test: setup lint unit integration molecule

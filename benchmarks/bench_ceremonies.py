@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Wall time of the ceremonies on a lab of their own: setup (first and second
-run) and delivery, as medians over several fresh labs, and the tasks that
-take the most time in the first setup (from ansible-runner's job events).
+run), delivery and cloudlet pairing (both sides together, from the host
+side's start to both sides' end, over the lab's pairing segment), as medians
+over several fresh labs, and the tasks that take the most time in the first
+setup (from ansible-runner's job events).
 
     python benchmarks/bench_ceremonies.py [--runs 3]
 
@@ -18,10 +20,22 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from timing import ROOT, playbook, timed_playbook
+
+
+def pair_cloudlets(on_lab: list[str]) -> float:
+    """Both sides of pair_cloudlets.yml, as scripts/pair-cloudlets runs them (demo, tests)."""
+    start = time.monotonic()
+    done = subprocess.run([str(ROOT / "scripts" / "pair-cloudlets"), "cloudlet-a", "cloudlet-b",
+                           "--", *on_lab], cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"pairing failed:\n{done.stdout}")
+    return time.monotonic() - start
 
 
 def main() -> None:
@@ -38,7 +52,7 @@ def main() -> None:
     os.environ["CLOUDLET_CONTROL_DIR"] = str(scratch / "control")
     on_lab = ["-i", str(inventory)]
     times: dict[str, list[float]] = {"setup, first run": [], "setup, second run": [],
-                                     "delivery": []}
+                                     "delivery": [], "cloudlet pairing": []}
     slowest = []
     try:
         for _ in range(args.runs):
@@ -49,6 +63,7 @@ def main() -> None:
             slowest = first.slowest(8)
             times["setup, second run"].append(timed_playbook("setup", *on_lab))
             times["delivery"].append(timed_playbook("delivery", *on_lab))
+            times["cloudlet pairing"].append(pair_cloudlets(on_lab))
     finally:
         timed_playbook("lab", *lab, "-e", "lab_state=absent")
         shutil.rmtree(scratch, ignore_errors=True)

@@ -109,6 +109,14 @@ options:
       - libvirt's CA file.
     type: path
     required: true
+  libvirt_reload:
+    description:
+      - The command that makes libvirt re-read its CA file (running domains are not touched);
+        with modular daemons, e.g. C([virt-admin, -c, "virtproxyd:///system", server-update-tls,
+        virtproxyd]).
+    type: list
+    elements: str
+    default: [virt-admin, server-update-tls, libvirtd]
 attributes:
   check_mode:
     support: partial
@@ -213,7 +221,7 @@ def _local(p):
         load_config(p["manager_config"]), params=Path(p["params"]),
         client_cert=Path(p["peer_cert"]), client_key=Path(p["peer_key"]),
         ledger_dir=Path(p["ledger_dir"]), libvirt_trust_dir=Path(p["trust_dir"]),
-        libvirt_ca_file=Path(p["libvirt_ca_cert"]))
+        libvirt_ca_file=Path(p["libvirt_ca_cert"]), libvirt_reload=tuple(p["libvirt_reload"]))
 
 
 def run(module):
@@ -253,6 +261,8 @@ def main():
             ledger_dir=dict(type="path", required=True),
             trust_dir=dict(type="path", required=True),
             libvirt_ca_cert=dict(type="path", required=True),
+            libvirt_reload=dict(type="list", elements="str",
+                                default=["virt-admin", "server-update-tls", "libvirtd"]),
         ),
         required_if=[
             ("action", "pair", ("peer", "side", "code", "interface")),

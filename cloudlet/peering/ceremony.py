@@ -76,13 +76,13 @@ class Local:
     libvirt_reload: tuple[str, ...] = ("virt-admin", "server-update-tls", "libvirtd")
 
     @classmethod
-    def from_manager(cls, config: Config, *, params: Path, client_cert: Path, client_key: Path,
-                     ledger_dir: Path, libvirt_trust_dir: Path, libvirt_ca_file: Path) -> Local:
-        """Names, TLS files and admin socket from the Manager's configuration; the rest given."""
-        return cls(config.cloudlet_id, config.fqdn, config.listen_port, config.ssid,
-                   config.ca_cert, params, config.server_cert, config.server_key,
-                   client_cert, client_key, str(config.admin_socket), ledger_dir,
-                   libvirt_trust_dir, libvirt_ca_file)
+    def from_manager(cls, config: Config, **files) -> Local:
+        """Names, TLS files and admin socket from the Manager's configuration; ``files``
+        the rest (params, client_cert, client_key, ledger_dir, libvirt_*)."""
+        return cls(cloudlet_id=config.cloudlet_id, fqdn=config.fqdn, api_port=config.listen_port,
+                   field_ssid=config.ssid, ca_cert=config.ca_cert,
+                   server_cert=config.server_cert, server_key=config.server_key,
+                   admin_socket=str(config.admin_socket), **files)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,20 @@ def make_config(root: Path, p: CloudletPki, master: ibe.MasterKey, **kw) -> Conf
     return replace(cfg, **kw)
 
 
+def write_toml(cfg: Config, path: Path) -> Path:
+    """The Manager's configuration file, as the cloudlet_manager role writes it (the
+    fields the modules read)."""
+    path.write_text(
+        f'cloudlet_id = "{cfg.cloudlet_id}"\nzone = "{cfg.zone}"\nfqdn = "{cfg.fqdn}"\n'
+        f'api_host = "{cfg.api_host}"\ndb = "{cfg.db}"\nadmin_socket = "{cfg.admin_socket}"\n'
+        f'listen_hosts = {list(cfg.listen_hosts)!r}\nlisten_port = {cfg.listen_port}\n'
+        f'[tls]\nca_cert = "{cfg.ca_cert}"\n'
+        f'server_cert = "{cfg.server_cert}"\nserver_key = "{cfg.server_key}"\n'
+        f'[ibe]\nmaster_key = "{cfg.master_key}"\n[network]\nssid = "{cfg.ssid}"\n'
+    )
+    return path
+
+
 class Running:
     """A Manager on its own event loop thread, started and stopped synchronously."""
 

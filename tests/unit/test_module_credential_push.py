@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from ansible_module import load, run
-from test_manager_support import Running, make_config, make_pki
+from test_manager_support import Running, make_config, make_pki, write_toml
 
 from cloudlet.crypto.identity import Period
 from cloudlet.device.client import DeviceClient
@@ -19,14 +19,7 @@ MODULE = load("cloudlet_credential_push")
 def alpha(tmp_path, master_a):
     pki = make_pki(tmp_path, "cl-alpha")
     cfg = make_config(tmp_path, pki, master_a)
-    toml = tmp_path / "manager.toml"
-    toml.write_text(
-        f'cloudlet_id = "cl-alpha"\nzone = "cl-alpha.cloudlet"\nfqdn = "localhost"\n'
-        f'api_host = "127.0.0.1"\ndb = "{cfg.db}"\nadmin_socket = "{cfg.admin_socket}"\n'
-        f'listen_hosts = ["127.0.0.1"]\n[tls]\nca_cert = "{cfg.ca_cert}"\n'
-        f'server_cert = "{cfg.server_cert}"\nserver_key = "{cfg.server_key}"\n'
-        f'[ibe]\nmaster_key = "{cfg.master_key}"\n'
-    )
+    toml = write_toml(cfg, tmp_path / "manager.toml")
     running = Running(cfg)
     yield running, dict(manager_config=str(toml), master_key=str(cfg.master_key),
                         ca_cert=str(cfg.ca_cert), ssid="net-cl-alpha")
