@@ -199,6 +199,7 @@ note:
   type: str
 """
 
+import signal
 import traceback
 from pathlib import Path
 
@@ -242,7 +243,14 @@ def run(module):
                 replaced=report.replaced, confirmed=report.confirmed, note=report.note)
 
 
+def _interrupted(signum, frame):
+    # Ansible stops a module with SIGTERM (a timeout, the admin's Ctrl-C on the
+    # controller): unwind, so the link comes down and nothing half-done is kept.
+    raise KeyboardInterrupt
+
+
 def main():
+    signal.signal(signal.SIGTERM, _interrupted)
     module = AnsibleModule(
         argument_spec=dict(
             action=dict(type="str", required=True, choices=["code", "pair", "unpair"]),

@@ -4,7 +4,8 @@
 
 1. the code is parsed (a typo is caught by its check word before anything
    else) and held in the code ledger (``ledger``);
-2. a peer already paired is only replaced when the admin said so;
+2. a peer already paired is only replaced when the admin said so (a pending
+   one, left by a run that crashed, is simply paired again);
 3. the temporary link comes up (``link``), the host side listens on it and
    the join side dials, and the exchange runs (``exchange``): PAKE, sealed
    pairing bundles, FINISH. What the peer sent is *staged*: the Manager
@@ -209,7 +210,9 @@ def pair(
     code = codes.parse_code(code_text)
     admin = AdminClient(local.admin_socket)
     known = {c["cloudlet_id"]: c for c in admin.get("/admin/cloudlets")["cloudlets"]}
-    if peer_id in known and not replace:
+    # A pending peer (a run that crashed, or whose confirmation never came) is
+    # no established trust: pairing again simply completes it.
+    if peer_id in known and not replace and not known[peer_id]["pending"]:
         raise PairingError(
             f"Cloudlet {peer_id} is already paired with this cloudlet "
             f"(CA sha256 {known[peer_id]['ca_fingerprint']}).",

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_manager_support import call, client_ctx
+from test_manager_support import call, client_ctx, pair
 
 from cloudlet import formats, pki
 from cloudlet.admin_client import AdminClient
@@ -145,6 +145,16 @@ def test_a_known_peer_is_replaced_only_when_asked(locals_):
     report_a, report_b = both(local_a, local_b, again, again, replace=True)
     assert report_a.replaced and report_b.replaced and report_a.confirmed
     assert peers(local_a)[0]["ca_fingerprint"] == first[0]["ca_fingerprint"]
+
+
+def test_a_pending_peer_left_by_a_crashed_run_is_paired_again_without_asking(
+        locals_, alpha, pkis, master_b):
+    local_a, local_b = locals_
+    pair(alpha, pkis["cl-bravo"], master_b, pending=True)  # what a killed run leaves
+    code, _ = ceremony.new_code(local_a, "wired")
+    report_a, report_b = both(local_a, local_b, code, code)
+    assert report_a.confirmed and report_a.replaced and report_b.confirmed
+    assert [p["pending"] for p in peers(local_a)] == [False]
 
 
 def test_a_misheard_code_is_caught_before_anything_runs(locals_):
