@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Wall time of the ceremonies on a lab of their own: setup (first and second
-run), delivery and cloudlet pairing (both sides together, from the host
-side's start to both sides' end, over the lab's pairing segment), as medians
+run), delivery, device pairing (pair_device.yml for device-1: pairing
+request, issue, seal, import, 802.1X join and DHCP) and cloudlet pairing
+(both sides together, from the host side's start to both sides' end, over
+the lab's pairing segment), as medians
 over several fresh labs, and the tasks that take the most time in the first
 setup (from ansible-runner's job events).
 
@@ -52,7 +54,8 @@ def main() -> None:
     os.environ["CLOUDLET_CONTROL_DIR"] = str(scratch / "control")
     on_lab = ["-i", str(inventory)]
     times: dict[str, list[float]] = {"setup, first run": [], "setup, second run": [],
-                                     "delivery": [], "cloudlet pairing": []}
+                                     "delivery": [], "device pairing": [],
+                                     "cloudlet pairing": []}
     slowest = []
     try:
         for _ in range(args.runs):
@@ -63,6 +66,8 @@ def main() -> None:
             slowest = first.slowest(8)
             times["setup, second run"].append(timed_playbook("setup", *on_lab))
             times["delivery"].append(timed_playbook("delivery", *on_lab))
+            times["device pairing"].append(
+                timed_playbook("pair_device", *on_lab, "-e", "device=device-1"))
             times["cloudlet pairing"].append(pair_cloudlets(on_lab))
     finally:
         timed_playbook("lab", *lab, "-e", "lab_state=absent")

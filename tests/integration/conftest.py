@@ -8,6 +8,7 @@ job events, and recaps come from the job stats.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -74,6 +75,15 @@ class Lab:
             ["ssh", "-F", f"{self.state_dir}/ssh_config", host, command],
             capture_output=True, text=True, timeout=120, check=check,
         )
+
+    def host_port(self, host: str, ifname: str) -> str:
+        """The host end of a machine's veth, where a capture sees that machine's traffic
+        (a capture on the bridge misses the unicast it forwards)."""
+        peer = json.loads(self.ssh(host, f"ip -j link show dev {ifname}").stdout)[0]["link_index"]
+        links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True,
+                                          check=True).stdout)
+        return next(link["ifname"] for link in links
+                    if link["ifindex"] == peer and link.get("master", "").startswith(self.name))
 
     def address(self, host: str, ifname: str) -> str:
         """The IPv4 address a lab machine has on one of its links, read on the machine."""

@@ -17,7 +17,6 @@ import subprocess
 import time
 
 import pytest
-from conftest import LAB
 
 CLIENT = "/opt/cloudlet/venv/bin/cloudlet-device"
 SVM_URL = "http://demo-counter.svm.mission.internal/"
@@ -140,18 +139,9 @@ def test_an_unpaired_device_gets_eap_failure_and_nothing_through(lab, field_ip):
                               f"deauthenticate {mac['address']}", check=False)
 
 
-def host_port(lab, host: str, ifname: str) -> str:
-    """The host end of a machine's veth: a bridge forwards unicast past its own capture."""
-    peer = json.loads(lab.ssh(host, f"ip -j link show dev {ifname}").stdout)[0]["link_index"]
-    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True,
-                                      check=True).stdout)
-    return next(link["ifname"] for link in links
-                if link["ifindex"] == peer and link.get("master") == f"{LAB}-f0")
-
-
 def test_a_capture_on_the_field_segment_holds_no_secret_in_clear(lab, paired, tmp_path):
     pcap = tmp_path / "field.pcap"
-    port = host_port(lab, "device-1", FIELD_IF)
+    port = lab.host_port("device-1", FIELD_IF)
     capture = subprocess.Popen(["tcpdump", "-i", port, "-U", "-s", "0", "-w", str(pcap)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
