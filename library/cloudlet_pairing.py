@@ -37,7 +37,8 @@ options:
     required: true
   peer:
     description:
-      - The other cloudlet's id (O(action=pair) and O(action=unpair)).
+      - The other cloudlet's id (O(action=pair) and O(action=unpair)). With O(action=code),
+        no code is made when the pairing would be refused (already paired, no O(replace)).
     type: str
   side:
     description:
@@ -231,7 +232,7 @@ def run(module):
     if p["action"] == "code":
         if module.check_mode:
             return dict(changed=True)
-        code, ssid = ceremony.new_code(local, p["backend"])
+        code, ssid = ceremony.new_code(local, p["backend"], p["peer"], p["replace"])
         return dict(changed=True, code=str(code), ssid=ssid)
     if p["action"] == "unpair":
         return dict(changed=ceremony.unpair(local, p["peer"], module.check_mode), peer=p["peer"])

@@ -133,8 +133,31 @@ def unpair(local: Local, peer_id: str, check: bool = False) -> bool:
     return True
 
 
-def new_code(local: Local, backend: str) -> tuple[codes.VoiceCode, str | None]:
-    """A fresh code (and a network name on a radio); its ledger record starts its lifetime."""
+def check_peer(admin: AdminClient, peer_id: str, replace: bool) -> dict:
+    """The cloudlets this one is paired with; refuses to replace an established one unasked.
+
+    A pending peer (a run that crashed, or whose confirmation never came) is
+    no established trust: pairing again simply completes it.
+    """
+    known = {c["cloudlet_id"]: c for c in admin.get("/admin/cloudlets")["cloudlets"]}
+    if peer_id in known and not replace and not known[peer_id]["pending"]:
+        raise PairingError(
+            f"Cloudlet {peer_id} is already paired with this cloudlet "
+            f"(CA sha256 {known[peer_id]['ca_fingerprint']}).",
+            "To pair again and replace its credentials, run with replace=true on both sides.",
+        )
+    return known
+
+
+def new_code(local: Local, backend: str, peer_id: str | None = None,
+             replace: bool = False) -> tuple[codes.VoiceCode, str | None]:
+    """A fresh code (and a network name on a radio); its ledger record starts its lifetime.
+
+    With ``peer_id``, first the same check as ``pair``: no code is shown for a
+    pairing that would be refused.
+    """
+    if peer_id is not None:
+        check_peer(AdminClient(local.admin_socket), peer_id, replace)
     code = codes.generate_code()
     with CodeLedger(local.ledger_dir).hold(code):
         pass
@@ -209,15 +232,7 @@ def pair(
 ) -> Report:
     code = codes.parse_code(code_text)
     admin = AdminClient(local.admin_socket)
-    known = {c["cloudlet_id"]: c for c in admin.get("/admin/cloudlets")["cloudlets"]}
-    # A pending peer (a run that crashed, or whose confirmation never came) is
-    # no established trust: pairing again simply completes it.
-    if peer_id in known and not replace and not known[peer_id]["pending"]:
-        raise PairingError(
-            f"Cloudlet {peer_id} is already paired with this cloudlet "
-            f"(CA sha256 {known[peer_id]['ca_fingerprint']}).",
-            "To pair again and replace its credentials, run with replace=true on both sides.",
-        )
+    known = check_peer(admin, peer_id, replace)
     eap_password = secrets.token_urlsafe(24)
     bundle = _own_bundle(local, peer_id, eap_password)
 

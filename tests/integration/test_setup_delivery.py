@@ -106,6 +106,13 @@ def test_manager_api_answers_over_mutual_tls_and_refuses_strangers(lab, set_up):
     admin(lab, "cloudlet-a", "PUT", "/admin/cloudlets/cloudlet-b",
           {"ca_pem": ca_b, "params": params_b.strip(), "api_host": b_pair,
            "api_port": MANAGER_PORT})
+    try:
+        _check_peer_api(lab)
+    finally:  # the pairing ceremony's tests start from unpaired cloudlets
+        admin(lab, "cloudlet-a", "DELETE", "/admin/cloudlets/cloudlet-b")
+
+
+def _check_peer_api(lab) -> None:
     pki_b = "/etc/cloudlet/pki"
     status, body = peer_call(lab, f"{pki_b}/peer.pem", f"{pki_b}/private/peer.key")
     assert status == 200 and body.get("caller") == "cloudlet-b", body

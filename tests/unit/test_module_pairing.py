@@ -39,6 +39,15 @@ def test_a_code_is_fresh_parses_and_starts_its_record(files, tmp_path):
     assert checked["changed"] and "code" not in checked
 
 
+def test_no_code_is_made_for_a_pairing_that_would_be_refused(files, alpha, pkis, master_b,
+                                                             tmp_path):
+    pair(alpha, pkis["cl-bravo"], master_b)
+    refused = run(MODULE, action="code", peer="cl-bravo", **files)
+    assert refused["failed"] and "already paired" in refused["msg"] and "code" not in refused
+    assert not (tmp_path / "ledger").exists()
+    assert "code" in run(MODULE, action="code", peer="cl-bravo", replace=True, **files)
+
+
 def test_unpair_reports_only_what_it_removes(files, alpha, pkis, master_b):
     assert run(MODULE, action="unpair", peer="cl-bravo", **files)["changed"] is False
     pair(alpha, pkis["cl-bravo"], master_b)
