@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cloudlet import formats
 from cloudlet.errors import PairingError
 
 __all__ = [
@@ -177,9 +178,7 @@ class Link:
         text = (ap_config(self.interface, self.ssid, self.password, str(self.run_dir))
                 if self.side == "host" else
                 station_config(self.ssid, self.password, str(self.run_dir)))
-        fd = os.open(self._conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        formats.write_secret_file(self._conf, text.encode())
         if self.side == "host":
             self._must("hostapd", "-B", "-P", str(self._pidfile), str(self._conf))
         else:
