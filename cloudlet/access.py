@@ -221,3 +221,40 @@ def sync_users(
             if nft_set:
                 _unauthorize(nft_set, mac)
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cloudlet.access``: bring hostapd in step with the Manager, once.
+
+    Run as root by the cloudlet_network role's ``cloudlet-eap-sync`` unit when
+    the Manager says its users changed (a visitor adopted through the peer API,
+    a device paired or revoked).
+    """
+    import argparse
+
+    from cloudlet.admin_client import AdminClient
+
+    parser = argparse.ArgumentParser(prog="python -m cloudlet.access", description=main.__doc__)
+    parser.add_argument("--admin-socket", required=True)
+    parser.add_argument("--path", required=True, help="hostapd's EAP user file")
+    parser.add_argument("--ctrl-interface", required=True, help="hostapd's control directory")
+    parser.add_argument("--interface", required=True)
+    parser.add_argument("--nft-set", help="'family table set' of authorized stations")
+    args = parser.parse_args(argv)
+    try:
+        users = [EapUser.from_dict(u) for u in
+                 AdminClient(args.admin_socket).get("/admin/eap-users")["users"]]
+        control = HostapdControl(args.ctrl_interface, args.interface)
+        result = sync_users(users, args.path, control if control.path.is_socket() else None,
+                            args.nft_set)
+    except CloudletError as exc:
+        print(f"cloudlet-eap-sync: {exc}", flush=True)
+        return 1
+    kicked = ", ".join(result.kicked) or "none"
+    print(f"cloudlet-eap-sync: {result.allowed} user(s) may join; "
+          f"{'updated' if result.changed else 'unchanged'}; disconnected: {kicked}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

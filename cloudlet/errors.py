@@ -30,6 +30,7 @@ __all__ = [
     "IdentityError",
     "LabError",
     "ManagerError",
+    "MigrationError",
     "NoCredentialError",
     "NotFoundError",
     "PairingError",
@@ -226,6 +227,15 @@ class CertificateError(CloudletError):
     default_hint = (
         "Re-run the cloudlet_pki role to re-issue the certificate; if the CA itself is "
         "damaged, restore it from backup (a new CA means every peer must pair again)."
+    )
+
+
+class MigrationError(CloudletError):
+    """The migration ceremony could not reach, or move the SVM to, the target cloudlet."""
+
+    default_hint = (
+        "The service VM keeps running where it was. Fix what the message names and run "
+        "migrate.yml again."
     )
 
 

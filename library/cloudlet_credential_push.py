@@ -27,6 +27,9 @@ description:
   - O(mode=messages) queues ciphertexts a peer cloudlet sealed to devices
     (O(messages)) in the Manager's message repository, skipping any already
     queued and unacknowledged for the same device, kind and issuer.
+  - O(mode=delivery) waits up to O(wait) seconds until every device of O(services) has
+    acknowledged its credentials message from O(issuer), and reports which have
+    (migration step 5). It changes nothing.
   - O(mode=revoke) marks O(device) revoked in the Manager; the device API
     refuses its next call. The network side is not touched here.
   - Supports check mode (nothing is written, nothing is issued) and diff mode.
@@ -36,9 +39,10 @@ author:
 options:
   mode:
     description:
-      - V(pair) a device, queue sealed credential V(messages), or V(revoke) a device.
+      - V(pair) a device, queue sealed credential V(messages), report their V(delivery), or
+        V(revoke) a device.
     type: str
-    choices: [pair, messages, revoke]
+    choices: [pair, messages, delivery, revoke]
     default: pair
   device:
     description:
@@ -104,6 +108,15 @@ options:
         are read from it.
     type: path
     default: /etc/cloudlet/manager.toml
+  issuer:
+    description:
+      - With O(mode=delivery), the cloudlet whose credentials messages are awaited.
+    type: str
+  wait:
+    description:
+      - With O(mode=delivery), seconds to wait for every device to take its message.
+    type: int
+    default: 0
   messages:
     description:
       - With O(mode=messages), the messages to queue.
@@ -224,6 +237,16 @@ skipped:
   returned: mode is messages
   type: list
   elements: dict
+taken:
+  description: Devices that have taken their message from O(issuer).
+  returned: mode is delivery
+  type: list
+  elements: str
+waiting:
+  description: Devices that have not (yet).
+  returned: mode is delivery
+  type: list
+  elements: str
 device:
   description: The Manager's record of the device (no password).
   returned: mode is revoke
@@ -231,6 +254,7 @@ device:
 """
 
 import base64
+import time
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -240,6 +264,7 @@ try:
     from cloudlet.admin_client import DEFAULT_SOCKET, AdminClient
     from cloudlet.errors import CloudletError
     from cloudlet.manager.config import load_config
+    from cloudlet.migration import handoff
 except ImportError:
     HAS_CLOUDLET = False
     CLOUDLET_IMPORT_ERROR = traceback.format_exc()
@@ -297,6 +322,20 @@ def run_pair(module, admin, api_host):
     return result
 
 
+def run_delivery(module, admin):
+    p = module.params
+    if not p["issuer"] or len(p["services"]) != 1:
+        module.fail_json(msg="mode=delivery needs issuer and exactly one service in services.")
+    deadline = time.monotonic() + p["wait"]
+    while True:
+        out = handoff.delivery(admin, p["services"][0], p["issuer"])
+        if not out["waiting"] or time.monotonic() >= deadline:
+            break
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    cloudlet_id = admin.get("/admin/info")["cloudlet_id"]
+    return dict(changed=False, cloudlet_id=cloudlet_id, **out)
+
+
 def run(module):
     p = module.params
     socket, api_host = _manager(p["manager_config"])
@@ -305,6 +344,8 @@ def run(module):
         stored, skipped = pairing_push.store_messages(admin, p["messages"], module.check_mode)
         cloudlet_id = admin.get("/admin/info")["cloudlet_id"]
         return dict(changed=bool(stored), cloudlet_id=cloudlet_id, stored=stored, skipped=skipped)
+    if p["mode"] == "delivery":
+        return run_delivery(module, admin)
     if not p["device"]:
         module.fail_json(msg=f"device is required with mode={p['mode']}.")
     if p["mode"] == "revoke":
@@ -322,7 +363,10 @@ def run(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            mode=dict(type="str", choices=["pair", "messages", "revoke"], default="pair"),
+            mode=dict(type="str", choices=["pair", "messages", "delivery", "revoke"],
+                      default="pair"),
+            issuer=dict(type="str"),
+            wait=dict(type="int", default=0),
             device=dict(type="str"),
             delivery=dict(type="str", choices=["transport", "passphrase"], default="transport"),
             public_key=dict(type="str", no_log=False),

@@ -9,7 +9,11 @@ round the agent
    supplicant that runs is left alone, since it retries by itself, and a
    refused device (revoked) is reported, not hammered with new attempts;
 3. once on the network, fetches its messages, stores the credentials other
-   cloudlets issued for after a migration, and acknowledges them.
+   cloudlets issued for after a migration, and acknowledges them;
+4. follows its SVMs (migration step 6): a cloudlet's credential arrives only
+   once the SVM runs there, so the agent makes it the credential in use,
+   leaves the old cloudlet's network (no address or route left through it)
+   and joins the new one in the same round.
 
 It logs a line when the state changes, not every round, so the journal
 reads as the device's history: paired, joined, credentials received, lost
@@ -92,6 +96,8 @@ class Agent:
             if self._network(bundle):
                 topic = "messages"
                 self._messages()
+                topic = "network"
+                self._follow(bundle)
         except NoCredentialError as exc:
             self._last = {"credential": self._last.get("credential", "")}
             self._report("credential", f"error: {exc.message}" if self.client.store.has_current()
@@ -133,6 +139,24 @@ class Agent:
         if failed:
             line += f"; {len(failed)} not handled: {failed[0].error}"
         self._report("messages", line)
+
+    def _follow(self, bundle) -> None:
+        here = bundle.params.cloudlet_id
+        waiting = sorted(b.params.cloudlet_id for _path, b in self.client.store.next_bundles())
+        if not waiting:
+            return
+        there = next((c for c in waiting if c != here), here)
+        old_interface, old_net = self._joiner(here)
+        new = self.client.store.promote(there)
+        if there == here:
+            return  # a crash after the last promotion left its copy behind
+        self.say(f"following the SVMs to {there}: credential {new.device_key.identity} in use")
+        new_interface, _net = self._joiner(there)
+        if new_interface != old_interface:
+            old_net.leave()
+            self.say(f"left {bundle.network.ssid} on {old_interface}")
+        self._last.pop("network", None)
+        self._network(new)
 
     def run(self, stop: threading.Event) -> None:
         """Rounds every ``interval`` seconds until ``stop`` is set (SIGTERM)."""

@@ -59,6 +59,9 @@ class NetworkJoiner(Protocol):
     def current_ssid(self) -> str | None:
         """The SSID the device is on now, if known."""
 
+    def leave(self) -> None:
+        """Leave the network: no supplicant, no address, no route through it."""
+
 
 class ManualNetwork:
     """For a device without a supplicant the client drives: joining is the user's job."""
@@ -71,6 +74,9 @@ class ManualNetwork:
         )
 
     def current_ssid(self) -> str | None:
+        return None
+
+    def leave(self) -> None:
         return None
 
 
@@ -301,6 +307,7 @@ class Supplicant:
             return lease
         self.changed = True
         _write_private(self.conf, config)
+        self._must("networkctl", "up", self.interface)  # after a leave()
         self._must("systemctl", "restart", self.unit)
         self._wait(f"802.1X authentication as {credential.identity} to {credential.ssid}",
                    deadline, self._authenticated)
@@ -323,3 +330,11 @@ class Supplicant:
 
     def current_ssid(self) -> str | None:
         return self._ssid
+
+    def leave(self) -> None:
+        """Stop the supplicant (an EAPOL-Logoff closes the cloudlet's gate) and take the
+        interface down, which drops the lease's address and its route to the SVMs."""
+        with self._locked():
+            self._must("systemctl", "stop", self.unit)
+            self._must("networkctl", "down", self.interface)
+            self._ssid = None

@@ -4,7 +4,8 @@ Layout under the state directory (default ``/var/lib/cloudlet-device``)::
 
     current.bundle           the credential the device uses now
     next/<cloudlet>.bundle   credentials another cloudlet issued for after a
-                             migration, waiting until the device joins it
+                             migration, until the device follows its SVMs
+                             there (``promote``)
 
 Bundles are written only after every check has passed (signature, issuer,
 key against params), and always through ``formats.write_secret_file``: a
@@ -114,6 +115,24 @@ class CredentialStore:
         """Keep a credential from another cloudlet for after the move to it."""
         path = self.next_path(bundle.params.cloudlet_id)
         return path, self._save(path, bundle)
+
+    def promote(self, cloudlet_id: str) -> DeviceBundle:
+        """Make the next credential from ``cloudlet_id`` the one in use.
+
+        The current file is replaced atomically before the next one goes, so a
+        crash in between leaves a next credential equal to the current one,
+        and promoting it again changes nothing.
+        """
+        path = self.next_path(cloudlet_id)
+        bundle = self._load(path)
+        if bundle is None:
+            raise NoCredentialError(f"No credential from cloudlet {cloudlet_id} is waiting.")
+        self._save(self.current_path, bundle)
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise StorageError(f"Cannot remove {path}: {exc.strerror}.") from exc
+        return bundle
 
     def next_bundles(self) -> list[tuple[Path, DeviceBundle]]:
         """Every waiting next credential (a damaged one is an error, not skipped)."""

@@ -122,12 +122,17 @@ async def put_device(request: web.Request) -> web.Response:
         data.get("revoked", False),
         tuple(data.get("services", ())),
     )
+    if changed:
+        state(request).users_changed()
     return reply({"changed": changed, "device": store.get_device(device_id).public()})
 
 
 async def delete_device(request: web.Request) -> web.Response:
     device_id = params(request)["device_id"]
-    return reply({"changed": state(request).store.remove_device(device_id)})
+    changed = state(request).store.remove_device(device_id)
+    if changed:
+        state(request).users_changed()
+    return reply({"changed": changed})
 
 
 async def eap_users(request: web.Request) -> web.Response:
@@ -219,6 +224,27 @@ async def confirm_cloudlet(request: web.Request) -> web.Response:
     if st.store.get_cloudlet(cloudlet_id) is None:
         raise NotFoundError(f"Cloudlet {cloudlet_id!r} is not paired with this cloudlet.")
     return reply({"changed": st.store.confirm_cloudlet(cloudlet_id)})
+
+
+async def cloudlet_link(request: web.Request) -> web.Response:
+    """What the migration ceremony needs to reach a peer: its CA, its API, and the
+    credential it issued us for its network (with the password: this socket is root's)."""
+    cloudlet_id = params(request)["cloudlet_id"]
+    rec = state(request).store.get_cloudlet(cloudlet_id)
+    if rec is None:
+        raise NotFoundError(
+            f"Cloudlet {cloudlet_id!r} is not paired with this cloudlet.",
+            "Pair the two cloudlets first (pair_cloudlets.yml).",
+        )
+    return reply({
+        "cloudlet_id": rec.cloudlet_id,
+        "ca_pem": rec.ca_pem,
+        "ca_fingerprint": rec.ca_fingerprint,
+        "api_host": rec.api_host,
+        "api_port": rec.api_port,
+        "pending": rec.pending,
+        "network": json.loads(rec.network) if rec.network else None,
+    })
 
 
 async def delete_cloudlet(request: web.Request) -> web.Response:
@@ -384,6 +410,25 @@ ROUTES = [
         confirm_cloudlet,
         "Confirm a pending pairing once the peer has answered our POST /peer/hello.",
         response=views.CHANGED,
+        params=_CLOUDLET,
+        errors=(404,),
+    ),
+    _r(
+        "GET",
+        "/admin/cloudlets/{cloudlet_id}/link",
+        cloudlet_link,
+        "How to reach a paired cloudlet: its CA, API endpoint and the network credential "
+        "it issued us (password included; the migration ceremony joins its network).",
+        response=views.obj(
+            cloudlet_id=schema.ID,
+            ca_pem=views.STRING,
+            ca_fingerprint=schema.SHA256,
+            api_host=schema.HOST,
+            api_port=schema.PORT,
+            pending=views.BOOLEAN,
+            network=views.nullable(views.obj(ssid=views.STRING, identity=views.STRING,
+                                             password=views.STRING, method=views.STRING)),
+        ),
         params=_CLOUDLET,
         errors=(404,),
     ),

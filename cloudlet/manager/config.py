@@ -104,6 +104,9 @@ class Config:
     auth_failure_window: float = 60.0
     auth_cooldown: float = 60.0
     auth_max_sources: int = 10_000
+    # The SVM store (a directory per service holding its manifest.json): what a
+    # peer's migrating SVM is checked against. None: this cloudlet takes none.
+    svm_dir: Path | None = None
 
 
 def _get(data: dict, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
@@ -149,7 +152,7 @@ def _limits(section: dict) -> dict[str, int | float]:
 
 _TOP = {
     "cloudlet_id", "zone", "fqdn", "listen_hosts", "listen_port", "api_host", "db",
-    "admin_socket", "tls", "ibe", "network", "discovery", "limits",
+    "admin_socket", "tls", "ibe", "network", "discovery", "limits", "svm_dir",
 }  # fmt: skip
 
 
@@ -200,6 +203,7 @@ def parse_config(data: dict, base: Path) -> Config:
         eap_method=_get(net, "eap_method", str, "pwd"),
         discovery=_get(disc, "enabled", bool, True),
         discovery_interfaces=tuple(interfaces),
+        svm_dir=path(data, "svm_dir") if "svm_dir" in data else None,
         **_limits(limits),
     )
 

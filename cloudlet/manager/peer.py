@@ -17,9 +17,11 @@ identity. A peer is trusted for its own things only:
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 
 from aiohttp import web
 
@@ -112,6 +114,49 @@ def svm_record(data: dict, origin: str, svm_state: str = "active") -> SvmRecord:
     )
 
 
+def check_images(own_id: str, svm_dir: Path | None, rec: SvmRecord) -> None:
+    """Refuse a migrating SVM unless our store holds the very images it runs on.
+
+    Only the overlay (the SVM's own disk) crosses the link; kernel, initrd and
+    base image must already be here, provisioned at setup and listed in the
+    store's manifest, with the same sha256 as the sender's.
+    """
+    images = dict(rec.images)
+    if "base" not in images:
+        raise RequestError("The service VM's metadata names no base image.")
+    consequence = "Nothing was moved."
+    manifest_path = svm_dir / rec.service_id / "manifest.json" if svm_dir else None
+    try:
+        if manifest_path is None:
+            raise FileNotFoundError
+        files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        ours = {name: files[name]["sha256"] for name in images if name in files}
+    except FileNotFoundError:
+        raise ConflictError(
+            f"Cloudlet {own_id!r} does not hold the images of service VM {rec.service_id!r}.",
+            f"{consequence} Provision them here (setup.yml), or migrate to another cloudlet.",
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConflictError(
+            f"Cloudlet {own_id!r} cannot read its manifest of {rec.service_id!r} ({exc}).",
+            f"{consequence} Its admin should run setup.yml again.",
+        ) from None
+    differ = sorted(name for name, digest in images.items() if ours.get(name) != digest)
+    if differ:
+        raise ConflictError(
+            f"Cloudlet {own_id!r} holds other {', '.join(differ)} image(s) of service VM "
+            f"{rec.service_id!r} than the one migrating.",
+            f"{consequence} The two cloudlets were provisioned with different builds.",
+        )
+    available = _mem_available_mib()
+    if available is not None and available < rec.memory_mib:
+        raise ConflictError(
+            f"Cloudlet {own_id!r} has {available} MiB of memory free; service VM "
+            f"{rec.service_id!r} needs {rec.memory_mib} MiB.",
+            f"{consequence} Free memory there, or migrate to another cloudlet.",
+        )
+
+
 def _mem_available_mib() -> int | None:
     try:
         with open("/proc/meminfo") as fh:
@@ -158,7 +203,9 @@ async def receive_svm(request: web.Request) -> web.Response:
     peer = caller(request)
     data = await json_body(request, SVM_SCHEMA)
     rec = svm_record(data, peer.cloudlet_id, "pending")
-    changed = state(request).store.receive_svm(rec)
+    st = state(request)
+    check_images(st.master.cloudlet_id, st.config.svm_dir, rec)
+    changed = st.store.receive_svm(rec)
     return reply({"service_id": rec.service_id, "state": rec.state, "changed": changed})
 
 
@@ -269,6 +316,7 @@ async def device_credentials(request: web.Request) -> web.Response:
     st.store.adopt_devices(
         [(j.name, nb, na, j.password) for j in jobs], data.get("service_id"), peer.cloudlet_id
     )
+    st.users_changed()
     return reply(
         {
             "issuer": st.master.cloudlet_id,

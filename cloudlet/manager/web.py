@@ -11,11 +11,13 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -83,6 +85,25 @@ class State:
         """Rebuild the TLS trust store after a cloudlet was paired or removed."""
         if self.trust is not None:
             self.trust.rebuild(self.store.cloudlets())
+        self.users_changed()  # a paired cloudlet is a user of our field network too
+
+    def users_changed(self) -> None:
+        """Say the field network's 802.1X users changed: touch the stamp file beside the
+        database, which the cloudlet_network role's path unit watches (as root, it brings
+        hostapd in step: ``python -m cloudlet.access``). Visitors adopted through the peer
+        API reach the network this way, with no admin run."""
+        stamp = users_stamp(self.config.db)
+        try:
+            stamp.touch(mode=0o600)
+            os.utime(stamp)
+        except OSError as exc:
+            log.warning("Cannot touch %s, so hostapd does not learn of the change: %s",
+                        stamp, exc.strerror)
+
+
+def users_stamp(db: Path) -> Path:
+    """The stamp touched when the field network's users change: ``eap-users.changed``."""
+    return db.with_name("eap-users.changed")
 
 
 STATE: web.AppKey[State] = web.AppKey("cloudlet_state", State)

@@ -15,6 +15,7 @@ import threading
 
 import pytest
 from test_device_client import PERIOD, push_bundle
+from test_manager_support import admin, call, client_ctx, pair
 
 from cloudlet.device.agent import Agent, parse_interfaces
 from cloudlet.device.client import DeviceClient
@@ -28,6 +29,7 @@ class Network:
         self.interface, self.driver, self.refused = interface, driver, refused
         self.joined = []
         self.running = None
+        self.left = False
 
     def runs(self, credential):
         return self.running == credential
@@ -41,6 +43,9 @@ class Network:
         self.joined.append(credential.identity)
         self.running = credential
         return {"ADDRESS": "10.77.2.150", "DNS": "10.77.2.1"}
+
+    def leave(self):
+        self.left, self.running = True, None
 
 
 @pytest.fixture
@@ -120,6 +125,40 @@ def test_a_cloudlet_without_an_interface_is_an_error_with_the_fix(tmp_path, alph
     assert lines == ["error: No interface is set for cloudlet cl-alpha's network. "
                      "(Start the agent with --interface cl-alpha=IF (or one --interface IF "
                      "for a radio).)"]
+
+
+def test_credentials_from_the_next_cloudlet_are_followed_there(
+        tmp_path, alpha, bravo, pkis, master_a, master_b):
+    """Steps 5 and 6: the message from B arrives via A; the device moves to B's network."""
+    lines, nets = [], {}
+
+    def network(interface, driver):
+        nets[interface] = Network(interface, driver)
+        return nets[interface]
+
+    client = DeviceClient(tmp_path / "state", timeout=10)
+    agent = Agent(client, {"cl-alpha": "f-alpha", "cl-bravo": "f-bravo"}, "wired",
+                  lines.append, network=network)
+    client.import_bundle(push_bundle(alpha, pkis["cl-alpha"], master_a))
+    agent.round()
+    pair(alpha, pkis["cl-bravo"], master_b, port=bravo.port)
+    pair(bravo, pkis["cl-alpha"], master_a)
+    ident = f"cloudlet-id-v1/cl-alpha/tablet-07/{PERIOD}"
+    status, issued = call(bravo, client_ctx(pkis["cl-bravo"], pkis["cl-alpha"]), "POST",
+                          "/peer/device-credentials",
+                          {"devices": [{"device_id": "tablet-07", "identity": ident}]})
+    assert status == 200, issued
+    (cred,) = issued["credentials"]
+    admin(alpha, "POST", "/admin/messages", {"device_id": "tablet-07", "kind": "credentials",
+                                              "issuer": "cl-bravo", "body": cred["bundle"]})
+    agent.round()
+    assert nets["f-alpha"].left and nets["f-bravo"].joined == ["tablet-07@cl-alpha"]
+    assert client.store.current().params.cloudlet_id == "cl-bravo"
+    assert client.store.next_bundles() == []
+    assert any(line.startswith("following the SVMs to cl-bravo") for line in lines)
+    assert lines[-1].startswith("on net-cl-bravo (f-bravo, 10.77.2.150) as ")
+    agent.round()  # on B now, and nothing more to follow
+    assert nets["f-bravo"].joined == ["tablet-07@cl-alpha"]
 
 
 def test_run_stops_when_told(world):

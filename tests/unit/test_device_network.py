@@ -105,7 +105,7 @@ def test_an_eap_refusal_fails_at_once_with_what_to_do(tmp_path):
     with pytest.raises(DeviceClientError, match="refused this device's credential") as err:
         joiner(tmp_path, device).join(CRED, timeout=30)
     assert "pair it again" in err.value.hint
-    assert not any(c[0] == "networkctl" for c in device.calls)
+    assert not any(c[:2] == ["networkctl", "reconfigure"] for c in device.calls)  # no DHCP
     assert not (tmp_path / "resolv.conf").exists()
 
 
@@ -133,3 +133,15 @@ def test_a_running_supplicant_is_left_alone_and_its_late_lease_taken_up(tmp_path
     assert (tmp_path / "resolv.conf").read_text().endswith("nameserver 10.77.2.1\n")
     assert not any(c[:2] == ["systemctl", "restart"] for c in device.calls)
     assert (tmp_path / "wpa" / ".cloudlet-wired-f-cloudlet-a.lock").exists()
+
+
+def test_leaving_stops_the_supplicant_and_drops_the_address(tmp_path):
+    device = Device(["ok"])
+    net = joiner(tmp_path, device)
+    net.join(CRED, timeout=30)
+    net.leave()
+    assert device.calls[-2:] == [
+        ["systemctl", "stop", "cloudlet-wpa-wired@f-cloudlet-a.service"],
+        ["networkctl", "down", "f-cloudlet-a"],
+    ]
+    assert net.current_ssid() is None

@@ -18,6 +18,7 @@ from test_manager_support import (
     pair,
     send,
     snapshot,
+    stock,
 )
 
 from cloudlet import bundles, pki
@@ -29,8 +30,9 @@ SVM = {
     "fqdn": "face-rec.svc.alpha.cloudlet",
     "memory_mib": 512,
     "ports": [8080, 9000],
-    "images": [{"name": "base", "sha256": "ab" * 32}, {"name": "overlay", "sha256": "cd" * 32}],
+    "images": [{"name": "base", "sha256": "ab" * 32}, {"name": "kernel", "sha256": "cd" * 32}],
 }
+IMAGES = {i["name"]: i["sha256"] for i in SVM["images"]}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,8 @@ def master_c():
 def paired(bravo, pkis, master_a):
     status, body = pair(bravo, pkis["cl-alpha"], master_a)
     assert status == 200 and body["changed"] is True
+    for service in ("face-rec", "map-tiles", "chat"):
+        stock(bravo.cfg, service, IMAGES)
     return bravo
 
 
@@ -175,9 +179,24 @@ def test_peer_svm_metadata_lands_in_the_repository_as_pending(paired, pkis):
     (svm,) = listing["svms"]
     assert svm["origin"] == "cl-alpha" and svm["ports"] == [8080, 9000]
     assert svm["state"] == "pending"
-    assert {i["sha256"] for i in svm["images"]} == {"ab" * 32, "cd" * 32}
+    assert {i["sha256"] for i in svm["images"]} == set(IMAGES.values())
     # Not offered to peers (or devices) while its migration runs.
     assert call(paired, _peer_ctx(pkis), "GET", "/peer/info")[1]["services"] == []
+
+
+def test_svm_without_our_images_is_refused_before_anything_moves(paired, pkis):
+    """B takes only an SVM whose kernel, initrd and base image it already holds."""
+    ctx = _peer_ctx(pkis)
+    status, body = call(paired, ctx, "POST", "/peer/svms", {**SVM, "service_id": "unknown"})
+    assert status == 409 and "does not hold the images" in body["error"]["message"]
+    other = {**SVM, "images": [{"name": "base", "sha256": "ef" * 32}]}
+    status, body = call(paired, ctx, "POST", "/peer/svms", other)
+    assert status == 409 and "other base image(s)" in body["error"]["message"]
+    status, body = call(paired, ctx, "POST", "/peer/svms", {**SVM, "memory_mib": 1048576})
+    assert status == 409 and "memory free" in body["error"]["message"]
+    no_base = {**SVM, "images": [{"name": "kernel", "sha256": "cd" * 32}]}
+    assert call(paired, ctx, "POST", "/peer/svms", no_base)[0] == 400
+    assert _svm_state(paired) == {}
 
 
 def test_commit_makes_a_pending_svm_active_and_abort_drops_it(paired, pkis):
@@ -402,3 +421,18 @@ def test_past_period_is_refused(paired, pkis):
         _cred_request(["tablet-07"], period="2020-01"),
     )
     assert status == 400 and "2020-01" in body["error"]["message"]
+
+
+def test_admin_link_gives_the_migration_what_it_needs_to_reach_a_peer(alpha, pkis, master_b):
+    """The peer's CA, API and the network credential it issued us, on the root socket."""
+    network = {"ssid": "cloudlet-cl-bravo", "identity": "peer:cl-alpha",
+               "password": "p" * 24, "method": "pwd"}
+    assert admin(alpha, "GET", "/admin/cloudlets/cl-bravo/link")[0] == 404
+    pair(alpha, pkis["cl-bravo"], master_b, network=network)
+    status, link = admin(alpha, "GET", "/admin/cloudlets/cl-bravo/link")
+    assert status == 200
+    assert link["ca_pem"] == pkis["cl-bravo"].ca_pem.decode()
+    assert (link["api_host"], link["api_port"], link["network"]) == ("127.0.0.1", 9443, network)
+    # The listing still shows names only.
+    _s, listing = admin(alpha, "GET", "/admin/cloudlets")
+    assert "p" * 24 not in json.dumps(listing)

@@ -75,8 +75,18 @@ def make_config(root: Path, p: CloudletPki, master: ibe.MasterKey, **kw) -> Conf
         ssid=f"net-{p.cloudlet_id}",
         discovery=False,
         max_body_bytes=16 * 1024,
+        svm_dir=root / f"svm-{p.cloudlet_id}",
     )
     return replace(cfg, **kw)
+
+
+def stock(cfg: Config, service_id: str, images: dict[str, str]) -> Path:
+    """Provision a service's manifest in a Manager's SVM store, as cloudlet_svm_store does."""
+    path = cfg.svm_dir / service_id / "manifest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = {role: {"name": f"{role}.img", "sha256": digest} for role, digest in images.items()}
+    path.write_text(json.dumps({"id": service_id, "files": files}))
+    return path
 
 
 def write_toml(cfg: Config, path: Path) -> Path:

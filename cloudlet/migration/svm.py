@@ -1,0 +1,302 @@
+"""Step 3: send the SVM's metadata, then live-migrate it with libvirt over TLS.
+
+The order keeps every failure harmless:
+
+1. the target's Manager takes the metadata as *pending*, after checking it
+   holds the same kernel, initrd and base image (the sha256 of our manifest)
+   and has the memory; a refusal ends the ceremony before anything moves;
+2. the SVM's empty disk overlay is made on the target, over the same
+   libvirt TLS connection the migration uses (libvirt cannot pre-create an
+   overlay for an incremental storage copy itself);
+3. libvirt migrates peer-to-peer, live, over TLS (``migrate_tls_force`` is
+   set on every cloudlet, so plain TCP is refused anyway), copying only the
+   overlay (``VIR_MIGRATE_NON_SHARED_INC``): the base stays where it is. The
+   domain is made persistent on the target and undefined here only once it
+   runs there (libvirt's own commit point);
+4. the target's Manager commits the record.
+
+A failure or an interrupt before libvirt's commit point aborts the job: the
+SVM keeps running here (resumed if libvirt had paused it), the overlay made
+on the target and its pending record are removed, and no device credential
+has been asked for yet. Progress (memory and disk left, rate, ETA) goes to a
+JSON file the playbook can read while the module runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudlet import formats
+from cloudlet.errors import MigrationError
+from cloudlet.migration.peer import PeerClient
+from cloudlet.svm.domain import IMMUTABLE_ROLES, load_manifest
+
+__all__ = ["Settings", "metadata", "migrate_svm", "summarise"]
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the migration uses the link; 0 and "" mean libvirt's default."""
+
+    bandwidth_mib: int = 0  # MiB/s cap on QEMU's stream
+    compression: str = "mt"  # "", "mt" or "xbzrle"
+    max_downtime_ms: int = 50
+    timeout: float = 900.0
+
+
+def metadata(name: str, manifest_path: Path, fqdn: str) -> dict:
+    """What the target's repository is told: id, name, memory, and the immutable images."""
+    manifest = load_manifest(manifest_path)
+    return {
+        "service_id": name,
+        "fqdn": fqdn,
+        "memory_mib": manifest["memory_mib"],
+        "ports": [p for p in manifest.get("ports", []) if isinstance(p, int)],
+        "images": [{"name": role, "sha256": manifest["files"][role]["sha256"]}
+                   for role in IMMUTABLE_ROLES],
+    }
+
+
+def _disk(dom: Any) -> tuple[str, str, str]:
+    """(target dev, overlay path, base path) of the SVM's one disk."""
+    root = ET.fromstring(dom.XMLDesc(0))
+    disk = root.find("./devices/disk[@device='disk']")
+    source = disk.find("source") if disk is not None else None
+    base = disk.find("backingStore/source") if disk is not None else None
+    if source is None or base is None:
+        raise MigrationError(f"SVM {dom.name()} has no overlay on a base image to migrate.")
+    return disk.find("target").get("dev"), source.get("file"), base.get("file")
+
+
+def summarise(stats: dict) -> dict:
+    """The figures an admin watches, from libvirt's job statistics."""
+    mem_total, mem_left = stats.get("memory_total", 0), stats.get("memory_remaining", 0)
+    disk_total, disk_left = stats.get("disk_total", 0), stats.get("disk_remaining", 0)
+    rate = stats.get("memory_bps", 0) or 0
+    left = mem_left + disk_left
+    return {
+        "elapsed_s": round(stats.get("time_elapsed", 0) / 1000, 1),
+        "memory_left_mib": round(mem_left / MIB, 1),
+        "memory_total_mib": round(mem_total / MIB, 1),
+        "disk_left_mib": round(disk_left / MIB, 1),
+        "disk_total_mib": round(disk_total / MIB, 1),
+        "rate_mib_s": round(rate / MIB, 2),
+        "eta_s": round(left / rate, 1) if rate else None,
+        "downtime_ms": stats.get("downtime"),
+        "bytes": stats.get("memory_processed", 0) + stats.get("disk_processed", 0),
+    }
+
+
+class _Target:
+    """What we changed on the target, so a failure can take it back."""
+
+    def __init__(self, client: PeerClient, dconn: Any, name: str) -> None:
+        self.client = client
+        self.dconn = dconn
+        self.name = name
+        self.volume: Any = None
+        self.pool: Any = None
+        self.recorded = False
+
+    def record(self, meta: dict) -> None:
+        self.client.request("POST", "/peer/svms", meta)
+        self.recorded = True
+
+    def make_overlay(self, overlay: str, base: str, capacity: int) -> None:
+        import libvirt
+
+        directory, volume = overlay.rsplit("/", 1)
+        try:
+            self.pool = self.dconn.storagePoolLookupByTargetPath(directory)
+        except libvirt.libvirtError:
+            xml = (f"<pool type='dir'><name>cloudlet-migrate-{self.name}</name>"
+                   f"<target><path>{directory}</path></target></pool>")
+            try:
+                self.pool = self.dconn.storagePoolCreateXML(xml, 0)
+            except libvirt.libvirtError as exc:
+                raise MigrationError(
+                    f"The target cannot hold the SVM's disk in {directory}: "
+                    f"{exc.get_error_message()}",
+                    "Its SVM store is missing: its admin should run setup.yml. "
+                    "Nothing was moved.",
+                ) from None
+        self.pool.refresh(0)
+        try:
+            stale = self.pool.storageVolLookupByName(volume)
+        except libvirt.libvirtError:
+            stale = None
+        if stale is not None:
+            # Left by an earlier run that failed, or by the SVM's stay there before
+            # it moved on: the domain is not defined there (checked), so it is unused.
+            stale.delete(0)
+        xml = (f"<volume><name>{volume}</name><capacity>{capacity}</capacity>"
+               "<target><format type='qcow2'/><permissions><mode>0640</mode></permissions>"
+               f"</target><backingStore><path>{base}</path><format type='qcow2'/>"
+               "</backingStore></volume>")
+        try:
+            self.volume = self.pool.createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise MigrationError(
+                f"The target could not create the SVM's overlay on {base}: "
+                f"{exc.get_error_message()}",
+                "Its base image is missing: its admin should run setup.yml. Nothing was moved.",
+            ) from None
+
+    def undo(self) -> list[str]:
+        """Take back what was made there; what could not be is returned, not raised."""
+        left = []
+        if self.volume is not None:
+            try:
+                self.volume.delete(0)
+            except Exception as exc:  # noqa: BLE001 - a dead link: say what is left
+                left.append(f"the overlay on the target ({exc})")
+        if self.recorded:
+            try:
+                self.client.request("DELETE", f"/peer/svms/{self.name}")
+            except MigrationError as exc:
+                left.append(f"the pending record in the target's repository ({exc.message})")
+        self.close_pool()
+        return left
+
+    def close_pool(self) -> None:
+        if self.pool is not None and not self.pool.isPersistent():
+            # A transient pool: if destroying it fails, it goes with libvirtd's restart.
+            with contextlib.suppress(Exception):
+                self.pool.destroy()
+
+
+def _write_progress(path: Path | None, data: dict) -> None:
+    if path is not None:
+        formats.write_secret_file(path, json.dumps(data).encode(), mode=0o644)
+
+
+def _run_job(dom: Any, dest_uri: str, params: dict, flags: int, settings: Settings,
+             progress_file: Path | None, say: Callable[[dict], None]) -> dict:
+    """migrateToURI3 in a thread, with progress and a timeout; the last figures seen."""
+    import libvirt
+
+    outcome: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            dom.migrateToURI3(dest_uri, params, flags)
+        except libvirt.libvirtError as exc:
+            outcome["error"] = exc.get_error_message()
+
+    worker = threading.Thread(target=job, name="migrate", daemon=True)
+    start = time.monotonic()
+    worker.start()
+    last: dict = {}
+    why = None
+    try:
+        while worker.is_alive():
+            worker.join(0.5)
+            try:
+                stats = dom.jobStats(0)
+            except libvirt.libvirtError:
+                continue
+            if stats.get("type", 0) != 0:
+                last = summarise(stats)
+                _write_progress(progress_file, {"phase": "migrating", **last})
+                say(last)
+            if why is None and time.monotonic() - start > settings.timeout:
+                why = f"it took longer than {settings.timeout:.0f} s"
+                dom.abortJob()
+    except KeyboardInterrupt:
+        why = "the ceremony was interrupted"
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.abortJob()
+        worker.join()
+    if "error" in outcome or why:
+        raise MigrationError(f"The live migration failed: {why or outcome['error']}.")
+    return last
+
+
+def _keep_running_here(dom: Any) -> str:
+    """After a failure: the SVM runs here (resumed if libvirt left it paused)."""
+    import libvirt
+
+    try:
+        state = dom.state()[0]
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+            return "resumed here"
+        return "running here" if state == libvirt.VIR_DOMAIN_RUNNING else f"state {state} here"
+    except libvirt.libvirtError as exc:
+        return f"unknown here ({exc.get_error_message()})"
+
+
+def migrate_svm(conn: Any, dconn: Any, client: PeerClient, name: str, meta: dict,
+                dest_host: str, settings: Settings, progress_file: Path | None = None,
+                say: Callable[[dict], None] = lambda _figures: None) -> dict:
+    """Move running SVM ``name`` from ``conn`` to the target; its figures, or MigrationError."""
+    import libvirt
+
+    dom = conn.lookupByName(name)
+    try:
+        dconn.lookupByName(name)
+    except libvirt.libvirtError:
+        pass
+    else:
+        raise MigrationError(
+            f"The target already has a domain named {name} while it runs here.",
+            "Its admin should remove that domain (virsh undefine). Nothing was moved.",
+        )
+    dev, overlay, base = _disk(dom)
+    capacity = dom.blockInfo(dev)[0]
+    target = _Target(client, dconn, name)
+    flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+             | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+             | libvirt.VIR_MIGRATE_NON_SHARED_INC | libvirt.VIR_MIGRATE_TLS)
+    params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://{dest_host}"}
+    if settings.compression:
+        flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = settings.compression
+    if settings.bandwidth_mib:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = settings.bandwidth_mib
+    dest_uri = f"qemu+tls://{dest_host}/system"
+    started = time.monotonic()
+    try:
+        target.record(meta)
+        target.make_overlay(overlay, base, capacity)
+        if settings.max_downtime_ms:
+            dom.migrateSetMaxDowntime(settings.max_downtime_ms, 0)
+        _write_progress(progress_file, {"phase": "starting"})
+        last = _run_job(dom, dest_uri, params, flags, settings, progress_file, say)
+    except (MigrationError, libvirt.libvirtError, KeyboardInterrupt) as exc:
+        here = _keep_running_here(dom)
+        left = target.undo()
+        _write_progress(progress_file, {"phase": "failed"})
+        message = exc.message if isinstance(exc, MigrationError) else (
+            "Interrupted" if isinstance(exc, KeyboardInterrupt) else
+            f"libvirt: {exc.get_error_message()}")
+        hint = f"The SVM is {here}."
+        hint += (f" Could not remove from the target: {'; '.join(left)}." if left
+                 else " Nothing of it was kept on the target.")
+        if isinstance(exc, MigrationError) and exc.hint:
+            hint += " " + exc.hint
+        raise MigrationError(message, hint) from None
+    total = time.monotonic() - started
+    target.close_pool()
+    figures = dict(last)
+    try:
+        done = dconn.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        figures.update({k: v for k, v in summarise(done).items() if v})
+    except libvirt.libvirtError:
+        pass
+    client.request("POST", f"/peer/svms/{name}/commit")
+    Path(overlay).unlink(missing_ok=True)  # the SVM's disk is the target's now; ours is stale
+    figures["total_s"] = round(total, 2)
+    _write_progress(progress_file, {"phase": "done", **figures})
+    return figures
+

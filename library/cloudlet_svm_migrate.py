@@ -1,0 +1,256 @@
+#!/usr/bin/python
+
+# Copyright: (c) 2026, Tactical Cloudlets project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cloudlet_svm_migrate
+short_description: Live-migrate a service VM to a paired cloudlet over TLS
+description:
+  - Migration steps 3 and 4. Runs on the source cloudlet, as root, with the cloudlet venv's
+    interpreter (libvirt-python), after M(cloudlet_discover) found the target's Manager.
+  - Sends the SVM's metadata to the target's repository, which refuses it, before anything
+    moves, unless it holds the same kernel, initrd and base image (sha256) and the memory.
+  - Makes the SVM's empty overlay on the target, then migrates with libvirt live,
+    peer-to-peer, over TLS, copying only the overlay (incremental storage copy); persistent
+    on the target, undefined here once it runs there.
+  - On any failure, timeout or interrupt before libvirt's commit point the SVM keeps running
+    here, the target's overlay and pending record are removed, and no credential is asked
+    for.
+  - Once the SVM runs on the target, asks it in one batch for credentials for every device
+    of ours that uses the SVM, sealed to each device (RV(messages), ciphertext only), for
+    M(cloudlet_credential_push) to queue.
+  - With the SVM already on the target (a second run) nothing moves; only a handoff that a
+    first run did not reach is completed.
+options:
+  name:
+    description:
+      - The SVM (libvirt domain and service id).
+    type: str
+    required: true
+  peer:
+    description:
+      - The target cloudlet's id.
+    type: str
+    required: true
+  address:
+    description:
+      - The target's address, as M(cloudlet_discover) found it; the Manager, libvirtd and
+        the migration stream are reached there.
+    type: str
+    required: true
+  port:
+    description:
+      - The target Manager's port, as M(cloudlet_discover) found it.
+    type: int
+    required: true
+  fqdn:
+    description:
+      - The SVM's name in the SVM zone, which stays the same on every cloudlet.
+    type: str
+    required: true
+  svm_dir:
+    description:
+      - The SVM store (C(<svm_dir>/<name>/manifest.json)).
+    type: path
+    required: true
+  bandwidth:
+    description:
+      - Cap on QEMU's migration stream in MiB/s; V(0) for none. Just under the link's rate
+        keeps the link's queue empty when the SVM pauses, which shortens downtime.
+    type: int
+    default: 0
+  compression:
+    description:
+      - QEMU's migration compression; V(mt) (multithreaded zlib) halves what crosses a
+        slow link for a typical SVM.
+    type: str
+    choices: ["", mt, xbzrle]
+    default: mt
+  max_downtime:
+    description:
+      - The longest pause QEMU aims for at the switch-over, in milliseconds.
+    type: int
+    default: 50
+  timeout:
+    description:
+      - Seconds the live migration may take before it is aborted (the SVM stays here).
+    type: int
+    default: 900
+  progress_file:
+    description:
+      - A JSON file rewritten every half second with the phase, memory and disk left, rate
+        and ETA.
+    type: path
+  uri:
+    description:
+      - This cloudlet's libvirt.
+    type: str
+    default: qemu:///system
+  manager_config:
+    description:
+      - The Manager's configuration (cloudlet id, admin socket).
+    type: path
+    required: true
+  peer_cert:
+    description:
+      - The client certificate this cloudlet presents to paired cloudlets.
+    type: path
+    required: true
+  peer_key:
+    description:
+      - Its key.
+    type: path
+    required: true
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+requirements:
+  - python >= 3.11
+  - cloudlet (this project's package)
+  - libvirt-python
+"""
+
+EXAMPLES = r"""
+- name: Move demo-counter to cloudlet-b
+  cloudlet_svm_migrate:
+    name: demo-counter
+    peer: cloudlet-b
+    address: "{{ found.address }}"
+    port: "{{ found.port }}"
+    fqdn: demo-counter.svm.mission.internal
+    svm_dir: /var/lib/cloudlet/svm
+    bandwidth: 2
+    manager_config: /etc/cloudlet/manager.toml
+    peer_cert: /etc/cloudlet/pki/peer.pem
+    peer_key: /etc/cloudlet/pki/private/peer.key
+  register: moved
+"""
+
+RETURN = r"""
+moved:
+  description: Whether the SVM moved in this run (false when it already ran on the target).
+  type: bool
+  returned: success
+figures:
+  description: total_s, downtime_ms, bytes (memory and disk processed), rate_mib_s and the
+    sizes moved.
+  type: dict
+  returned: when moved
+messages:
+  description: The target's sealed credentials for our devices ({device_id, kind, issuer,
+    body}), for M(cloudlet_credential_push) O(mode=messages).
+  type: list
+  elements: dict
+  returned: success
+already:
+  description: Devices that already hold (or wait for) a credential from the target.
+  type: list
+  elements: str
+  returned: success
+"""
+
+import signal
+import traceback
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from cloudlet.admin_client import AdminClient
+    from cloudlet.errors import CloudletError, MigrationError
+    from cloudlet.manager.config import load_config
+    from cloudlet.migration import handoff
+    from cloudlet.migration.peer import PeerClient, peer_link
+    from cloudlet.migration.svm import Settings, metadata, migrate_svm
+    from cloudlet.svm.domain import connect, read_state
+except ImportError:
+    HAS_CLOUDLET = False
+    CLOUDLET_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_CLOUDLET = True
+    CLOUDLET_IMPORT_ERROR = None
+
+
+def _on_target(client, name):
+    return any(s["service_id"] == name for s in client.request("GET", "/peer/info")["services"])
+
+
+def run(module):
+    p = module.params
+    config = load_config(p["manager_config"])
+    admin = AdminClient(str(config.admin_socket))
+    link = peer_link(admin, p["peer"])
+    client = PeerClient(link, p["address"], p["port"], p["peer_cert"], p["peer_key"])
+    conn = connect(p["uri"])
+    here, _dom = read_state(conn, p["name"])
+    result = dict(moved=False, figures={})
+    if here in ("running", "paused"):
+        meta = metadata(p["name"], Path(p["svm_dir"]) / p["name"] / "manifest.json", p["fqdn"])
+        settings = Settings(p["bandwidth"], p["compression"], p["max_downtime"], p["timeout"])
+        dconn = connect(f"qemu+tls://{p['address']}/system")
+        progress = Path(p["progress_file"]) if p["progress_file"] else None
+        result["figures"] = migrate_svm(conn, dconn, client, p["name"], meta, p["address"],
+                                        settings, progress)
+        result["moved"] = True
+        # It came here by an earlier migration: our repository no longer holds it.
+        admin.request("DELETE", f"/admin/svms/{p['name']}")
+    elif not _on_target(client, p["name"]):
+        raise MigrationError(
+            f"SVM {p['name']} does not run on this cloudlet ({here}), nor on {p['peer']}.",
+            "Check the name, and where it runs (virsh list on each cloudlet). Nothing was moved.",
+        )
+    messages, already = handoff.request_credentials(admin, client, config.cloudlet_id,
+                                                    p["name"], result["moved"])
+    return dict(result, changed=result["moved"] or bool(messages), messages=messages,
+                already=already)
+
+
+def _interrupted(signum, frame):
+    # Ansible stops a module with SIGTERM (a timeout, the admin's Ctrl-C on the
+    # controller): abort the migration job, so the SVM stays here.
+    raise KeyboardInterrupt
+
+
+def main():
+    signal.signal(signal.SIGTERM, _interrupted)
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            peer=dict(type="str", required=True),
+            address=dict(type="str", required=True),
+            port=dict(type="int", required=True),
+            fqdn=dict(type="str", required=True),
+            svm_dir=dict(type="path", required=True),
+            bandwidth=dict(type="int", default=0),
+            compression=dict(type="str", default="mt", choices=["", "mt", "xbzrle"]),
+            max_downtime=dict(type="int", default=50),
+            timeout=dict(type="int", default=900),
+            progress_file=dict(type="path"),
+            uri=dict(type="str", default="qemu:///system"),
+            manager_config=dict(type="path", required=True),
+            peer_cert=dict(type="path", required=True),
+            peer_key=dict(type="path", required=True),
+        ),
+        supports_check_mode=False,
+    )
+    if not HAS_CLOUDLET:
+        module.fail_json(msg=missing_required_lib("cloudlet"), exception=CLOUDLET_IMPORT_ERROR)
+    try:
+        module.exit_json(**run(module))
+    except CloudletError as exc:
+        module.fail_json(msg=str(exc), svm=module.params["name"])
+    except KeyboardInterrupt:
+        module.fail_json(msg="Interrupted before the migration started; nothing was moved.")
+
+
+if __name__ == "__main__":
+    main()
