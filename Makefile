@@ -20,6 +20,8 @@ demo: setup
 	ansible-playbook playbooks/pair_device.yml -e device=device-2
 	scripts/pair-cloudlets cloudlet-a cloudlet-b -- -e replace=true
 	ansible-playbook playbooks/check_svm.yml
+	ansible-playbook playbooks/migrate.yml -e svm=demo-counter -e target=cloudlet-b
+	ansible-playbook playbooks/check_svm.yml -e svm_wait=60
 
 test: setup lint unit integration molecule
 

@@ -81,6 +81,13 @@ options:
       - Seconds the live migration may take before it is aborted (the SVM stays here).
     type: int
     default: 900
+  stall:
+    description:
+      - Seconds without a byte crossing the link (cut link, target's libvirtd gone) before
+        the migration is aborted; the connections to the target are closed so that the
+        abort does not wait for TCP to give up.
+    type: int
+    default: 30
   progress_file:
     description:
       - A JSON file rewritten every half second with the phase, memory and disk left, rate
@@ -195,7 +202,8 @@ def run(module):
     result = dict(moved=False, figures={})
     if here in ("running", "paused"):
         meta = metadata(p["name"], Path(p["svm_dir"]) / p["name"] / "manifest.json", p["fqdn"])
-        settings = Settings(p["bandwidth"], p["compression"], p["max_downtime"], p["timeout"])
+        settings = Settings(p["bandwidth"], p["compression"], p["max_downtime"], p["timeout"],
+                            p["stall"])
         dconn = connect(f"qemu+tls://{p['address']}/system")
         progress = Path(p["progress_file"]) if p["progress_file"] else None
         result["figures"] = migrate_svm(conn, dconn, client, p["name"], meta, p["address"],
@@ -234,6 +242,7 @@ def main():
             compression=dict(type="str", default="mt", choices=["", "mt", "xbzrle"]),
             max_downtime=dict(type="int", default=50),
             timeout=dict(type="int", default=900),
+            stall=dict(type="int", default=30),
             progress_file=dict(type="path"),
             uri=dict(type="str", default="qemu:///system"),
             manager_config=dict(type="path", required=True),

@@ -68,6 +68,7 @@ class Agent:
         self.network = network
         self._networks: dict[str, NetworkJoiner] = {}
         self._last: dict[str, str] = {}  # what was last said, per topic
+        self._on: str | None = None  # the interface the current credential uses
 
     def _report(self, topic: str, line: str) -> None:
         """Say ``line`` unless it is what was last said on ``topic``."""
@@ -83,9 +84,12 @@ class Agent:
                 f"Start the agent with --interface {cloudlet}=IF (or one --interface IF "
                 "for a radio).",
             )
+        return interface, self._net(interface)
+
+    def _net(self, interface: str) -> NetworkJoiner:
         if interface not in self._networks:
             self._networks[interface] = self.network(interface, self.driver)
-        return interface, self._networks[interface]
+        return self._networks[interface]
 
     def round(self) -> None:
         """One pass; every error is reported (once while it lasts), never raised."""
@@ -108,10 +112,26 @@ class Agent:
             hint = f" ({exc.hint})" if exc.hint else ""
             self._report(topic, f"error: {exc.message}{hint}")
 
+    def _leave_others(self, interface: str) -> None:
+        """One network at a time: another cloudlet's would keep a route to the SVMs.
+
+        On the first round every other interface is left (a restart may find one
+        still up); later, the one the previous credential used.
+        """
+        if self._on == interface:
+            return
+        others = {i for i in self.interfaces.values() if i != interface}
+        for other in sorted(others if self._on is None else others & {self._on}):
+            self._net(other).leave()
+            if self._on is not None:
+                self.say(f"left the network on {other}")
+        self._on = interface
+
     def _network(self, bundle) -> bool:
         """Whether the device is on its cloudlet's network (joining it if need be)."""
         cred = bundle.network
         interface, net = self._joiner(bundle.params.cloudlet_id)
+        self._leave_others(interface)
         if net.runs(cred):
             lease = net.refresh(cred)
             if lease is None:
@@ -146,17 +166,12 @@ class Agent:
         if not waiting:
             return
         there = next((c for c in waiting if c != here), here)
-        old_interface, old_net = self._joiner(here)
         new = self.client.store.promote(there)
         if there == here:
             return  # a crash after the last promotion left its copy behind
         self.say(f"following the SVMs to {there}: credential {new.device_key.identity} in use")
-        new_interface, _net = self._joiner(there)
-        if new_interface != old_interface:
-            old_net.leave()
-            self.say(f"left {bundle.network.ssid} on {old_interface}")
         self._last.pop("network", None)
-        self._network(new)
+        self._network(new)  # leaves the old cloudlet's network, joins the new one
 
     def run(self, stop: threading.Event) -> None:
         """Rounds every ``interval`` seconds until ``stop`` is set (SIGTERM)."""

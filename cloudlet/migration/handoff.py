@@ -45,6 +45,11 @@ def request_credentials(admin: AdminClient, client: PeerClient, own_id: str, ser
     target = client.link.cloudlet_id
     wanted, already = [], []
     for dev in _devices(admin, service, now):
+        if dev["home"] == target:
+            # A visitor going home: the target keeps no credential to send it (and will
+            # not issue one through a peer); see the README's limits.
+            already.append(dev)
+            continue
         msgs = _messages_from(admin, dev["device_id"], target)
         have = any(m["acked_at"] is None for m in msgs) or (msgs and not moved_now)
         (already if have else wanted).append(dev)

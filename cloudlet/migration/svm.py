@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -52,6 +53,7 @@ class Settings:
     compression: str = "mt"  # "", "mt" or "xbzrle"
     max_downtime_ms: int = 50
     timeout: float = 900.0
+    stall: float = 30.0  # seconds without a byte moved before the job is aborted
 
 
 def metadata(name: str, manifest_path: Path, fqdn: str) -> dict:
@@ -78,8 +80,9 @@ def _disk(dom: Any) -> tuple[str, str, str]:
     return disk.find("target").get("dev"), source.get("file"), base.get("file")
 
 
-def summarise(stats: dict) -> dict:
-    """The figures an admin watches, from libvirt's job statistics."""
+def summarise(stats: dict, final: bool = True) -> dict:
+    """The figures an admin watches, from libvirt's job statistics (``final``: of the
+    completed job, whose downtime is the real one, not the expected one)."""
     mem_total, mem_left = stats.get("memory_total", 0), stats.get("memory_remaining", 0)
     disk_total, disk_left = stats.get("disk_total", 0), stats.get("disk_remaining", 0)
     rate = stats.get("memory_bps", 0) or 0
@@ -92,7 +95,7 @@ def summarise(stats: dict) -> dict:
         "disk_total_mib": round(disk_total / MIB, 1),
         "rate_mib_s": round(rate / MIB, 2),
         "eta_s": round(left / rate, 1) if rate else None,
-        "downtime_ms": stats.get("downtime"),
+        "downtime_ms": stats.get("downtime") if final else None,
         "bytes": stats.get("memory_processed", 0) + stats.get("disk_processed", 0),
     }
 
@@ -106,6 +109,7 @@ class _Target:
         self.name = name
         self.volume: Any = None
         self.pool: Any = None
+        self.directory = ""
         self.recorded = False
 
     def record(self, meta: dict) -> None:
@@ -116,6 +120,7 @@ class _Target:
         import libvirt
 
         directory, volume = overlay.rsplit("/", 1)
+        self.directory = directory
         try:
             self.pool = self.dconn.storagePoolLookupByTargetPath(directory)
         except libvirt.libvirtError:
@@ -152,14 +157,24 @@ class _Target:
                 "Its base image is missing: its admin should run setup.yml. Nothing was moved.",
             ) from None
 
-    def undo(self) -> list[str]:
-        """Take back what was made there; what could not be is returned, not raised."""
+    def undo(self, reconnect: Callable[[], Any]) -> list[str]:
+        """Take back what was made there; what could not be is returned, not raised.
+
+        The connection the migration used may be gone (closed by the abort, or the
+        target's libvirtd restarted): one fresh connection is tried for the overlay.
+        """
         left = []
         if self.volume is not None:
             try:
-                self.volume.delete(0)
+                try:
+                    self.volume.delete(0)
+                except Exception:  # noqa: BLE001 - the old connection is dead: try a new one
+                    self.dconn = reconnect()
+                    pool = self.dconn.storagePoolLookupByTargetPath(self.directory)
+                    pool.storageVolLookupByName(self.volume.name()).delete(0)
             except Exception as exc:  # noqa: BLE001 - a dead link: say what is left
-                left.append(f"the overlay on the target ({exc})")
+                left.append(f"the SVM's empty overlay ({exc}; the next migration there "
+                            "replaces it)")
         if self.recorded:
             try:
                 self.client.request("DELETE", f"/peer/svms/{self.name}")
@@ -169,9 +184,10 @@ class _Target:
         return left
 
     def close_pool(self) -> None:
-        if self.pool is not None and not self.pool.isPersistent():
-            # A transient pool: if destroying it fails, it goes with libvirtd's restart.
-            with contextlib.suppress(Exception):
+        # A transient pool: if destroying it fails (a dead link), it goes with the
+        # target's libvirtd's next restart, and a later migration reuses it meanwhile.
+        with contextlib.suppress(Exception):
+            if self.pool is not None and not self.pool.isPersistent():
                 self.pool.destroy()
 
 
@@ -180,9 +196,23 @@ def _write_progress(path: Path | None, data: dict) -> None:
         formats.write_secret_file(path, json.dumps(data).encode(), mode=0o644)
 
 
-def _run_job(dom: Any, dest_uri: str, params: dict, flags: int, settings: Settings,
-             progress_file: Path | None, say: Callable[[dict], None]) -> dict:
-    """migrateToURI3 in a thread, with progress and a timeout; the last figures seen."""
+def _cut(dest_host: str) -> None:
+    """Close every socket to the target (``ss -K``).
+
+    With the link gone, QEMU's writes to it block until TCP gives up, many
+    minutes later, and libvirt cannot even abort the job meanwhile (it waits
+    for QEMU's monitor). Closing the sockets makes the writes fail at once:
+    the job ends, and the target's libvirtd drops its half of the domain when
+    its connection from us is gone.
+    """
+    subprocess.run(["ss", "-K", "dst", dest_host], capture_output=True, check=False)
+
+
+def _run_job(dom: Any, dest_uri: str, dest_host: str, params: dict, flags: int,
+             settings: Settings, progress_file: Path | None,
+             say: Callable[[dict], None]) -> dict:
+    """migrateToURI3 in a thread, with progress, a timeout and a stall limit; the last
+    figures seen."""
     import libvirt
 
     outcome: dict[str, Any] = {}
@@ -193,8 +223,14 @@ def _run_job(dom: Any, dest_uri: str, params: dict, flags: int, settings: Settin
         except libvirt.libvirtError as exc:
             outcome["error"] = exc.get_error_message()
 
+    def abort(reason: str) -> str:
+        _cut(dest_host)
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.abortJob()
+        return reason
+
     worker = threading.Thread(target=job, name="migrate", daemon=True)
-    start = time.monotonic()
+    start = moved_at = time.monotonic()
     worker.start()
     last: dict = {}
     why = None
@@ -204,22 +240,50 @@ def _run_job(dom: Any, dest_uri: str, params: dict, flags: int, settings: Settin
             try:
                 stats = dom.jobStats(0)
             except libvirt.libvirtError:
-                continue
+                stats = {}  # QEMU is busy (a blocked link): the stall limit decides
+            now = time.monotonic()
             if stats.get("type", 0) != 0:
-                last = summarise(stats)
+                figures = summarise(stats, final=False)
+                if figures["bytes"] != last.get("bytes"):
+                    moved_at = now
+                last = figures
                 _write_progress(progress_file, {"phase": "migrating", **last})
                 say(last)
-            if why is None and time.monotonic() - start > settings.timeout:
-                why = f"it took longer than {settings.timeout:.0f} s"
-                dom.abortJob()
+            if why is not None:
+                continue
+            if now - start > settings.timeout:
+                why = abort(f"it took longer than {settings.timeout:.0f} s")
+            elif now - moved_at > settings.stall:
+                why = abort(f"nothing crossed the link for {settings.stall:.0f} s (the link was "
+                            "cut, or the target's libvirtd stopped)")
     except KeyboardInterrupt:
-        why = "the ceremony was interrupted"
-        with contextlib.suppress(libvirt.libvirtError):
-            dom.abortJob()
+        why = abort("the ceremony was interrupted")
         worker.join()
     if "error" in outcome or why:
         raise MigrationError(f"The live migration failed: {why or outcome['error']}.")
     return last
+
+
+def _open_within(uri: str, seconds: float) -> Any:
+    """A libvirt connection, or an error after ``seconds`` (a dead link would make the
+    TCP connect wait minutes)."""
+    import libvirt
+
+    box: dict[str, Any] = {}
+
+    def dial() -> None:
+        try:
+            box["conn"] = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=dial, name="reconnect", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if "conn" not in box:
+        raise MigrationError(f"no connection to {uri} within {seconds:.0f} s"
+                             if thread.is_alive() else str(box["error"]))
+    return box["conn"]
 
 
 def _keep_running_here(dom: Any) -> str:
@@ -272,10 +336,10 @@ def migrate_svm(conn: Any, dconn: Any, client: PeerClient, name: str, meta: dict
         if settings.max_downtime_ms:
             dom.migrateSetMaxDowntime(settings.max_downtime_ms, 0)
         _write_progress(progress_file, {"phase": "starting"})
-        last = _run_job(dom, dest_uri, params, flags, settings, progress_file, say)
+        last = _run_job(dom, dest_uri, dest_host, params, flags, settings, progress_file, say)
     except (MigrationError, libvirt.libvirtError, KeyboardInterrupt) as exc:
         here = _keep_running_here(dom)
-        left = target.undo()
+        left = target.undo(lambda: _open_within(dest_uri, 15.0))
         _write_progress(progress_file, {"phase": "failed"})
         message = exc.message if isinstance(exc, MigrationError) else (
             "Interrupted" if isinstance(exc, KeyboardInterrupt) else
