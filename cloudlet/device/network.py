@@ -163,6 +163,7 @@ class Supplicant:
         ctrl_dir: str = "/run/wpa_supplicant",
         resolv_conf: str | os.PathLike = "/etc/resolv.conf",
         leases_dir: str | os.PathLike = "/run/systemd/netif/leases",
+        sys_net: str | os.PathLike = "/sys/class/net",
         run: Runner = _run,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -178,6 +179,7 @@ class Supplicant:
         self.ctrl_dir = ctrl_dir
         self.resolv_conf = Path(resolv_conf)
         self.leases_dir = Path(leases_dir)
+        self.sys_net = Path(sys_net)
         self.run = run
         self.progress = progress or Silent()
         self.clock = clock
@@ -336,5 +338,6 @@ class Supplicant:
         interface down, which drops the lease's address and its route to the SVMs."""
         with self._locked():
             self._must("systemctl", "stop", self.unit)
-            self._must("networkctl", "down", self.interface)
+            if (self.sys_net / self.interface).exists():  # a radio may be absent
+                self._must("networkctl", "down", self.interface)
             self._ssid = None

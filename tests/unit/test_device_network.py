@@ -69,8 +69,10 @@ def joiner(tmp_path, device, clock=None):
     leases.mkdir(exist_ok=True)
     (leases / "7").write_text("ADDRESS=10.77.2.150\nDNS=10.77.2.1\n")
     ticks = iter(range(10_000))
+    (tmp_path / "net" / "f-cloudlet-a").mkdir(parents=True, exist_ok=True)
     return Supplicant("f-cloudlet-a", "wired", conf_dir=tmp_path / "wpa",
                       resolv_conf=tmp_path / "resolv.conf", leases_dir=leases, run=device,
+                      sys_net=tmp_path / "net",
                       clock=clock or (lambda: next(ticks) * 0.2), sleep=lambda s: None)
 
 
@@ -145,3 +147,11 @@ def test_leaving_stops_the_supplicant_and_drops_the_address(tmp_path):
         ["networkctl", "down", "f-cloudlet-a"],
     ]
     assert net.current_ssid() is None
+
+
+def test_leaving_an_interface_the_device_lacks_is_quiet(tmp_path):
+    device = Device(["ok"])
+    net = joiner(tmp_path, device)
+    (tmp_path / "net" / "f-cloudlet-a").rmdir()  # say, a radio that is not there
+    net.leave()
+    assert device.calls == [["systemctl", "stop", "cloudlet-wpa-wired@f-cloudlet-a.service"]]
