@@ -187,8 +187,16 @@ else:
     CLOUDLET_IMPORT_ERROR = None
 
 
-def _on_target(client, name):
-    return any(s["service_id"] == name for s in client.request("GET", "/peer/info")["services"])
+def _finish_on_target(client, name, here, peer):
+    """The SVM is not here: it must run on the target. Its record there is committed
+    (a no-op when it was), which also finishes a run cut short after the move."""
+    try:
+        client.request("POST", f"/peer/svms/{name}/commit")
+    except MigrationError:
+        raise MigrationError(
+            f"SVM {name} does not run on this cloudlet ({here}), nor on {peer}.",
+            "Check the name, and where it runs (virsh list on each cloudlet). Nothing was moved.",
+        ) from None
 
 
 def run(module):
@@ -211,11 +219,8 @@ def run(module):
         result["moved"] = True
         # It came here by an earlier migration: our repository no longer holds it.
         admin.request("DELETE", f"/admin/svms/{p['name']}")
-    elif not _on_target(client, p["name"]):
-        raise MigrationError(
-            f"SVM {p['name']} does not run on this cloudlet ({here}), nor on {p['peer']}.",
-            "Check the name, and where it runs (virsh list on each cloudlet). Nothing was moved.",
-        )
+    else:
+        _finish_on_target(client, p["name"], here, p["peer"])
     messages, already = handoff.request_credentials(admin, client, config.cloudlet_id,
                                                     p["name"], result["moved"])
     return dict(result, changed=result["moved"] or bool(messages), messages=messages,

@@ -47,7 +47,7 @@ def request_credentials(admin: AdminClient, client: PeerClient, own_id: str, ser
     for dev in _devices(admin, service, now):
         if dev["home"] == target:
             # A visitor going home: the target keeps no credential to send it (and will
-            # not issue one through a peer); see the README's limits.
+            # not issue one through a peer); see the README's Limits.
             already.append(dev)
             continue
         msgs = _messages_from(admin, dev["device_id"], target)

@@ -358,8 +358,16 @@ def migrate_svm(conn: Any, dconn: Any, client: PeerClient, name: str, meta: dict
         figures.update({k: v for k, v in summarise(done).items() if v})
     except libvirt.libvirtError:
         pass
-    client.request("POST", f"/peer/svms/{name}/commit")
     Path(overlay).unlink(missing_ok=True)  # the SVM's disk is the target's now; ours is stale
+    try:
+        client.request("POST", f"/peer/svms/{name}/commit")
+    except MigrationError as exc:
+        raise MigrationError(
+            f"{name} moved and runs on the target, but its repository was not told: "
+            f"{exc.message}",
+            "Run migrate.yml again once the target is in reach: it finishes the handoff "
+            "(the repository record, the devices' credentials) and moves nothing.",
+        ) from None
     figures["total_s"] = round(total, 2)
     _write_progress(progress_file, {"phase": "done", **figures})
     return figures

@@ -58,6 +58,12 @@ def authenticated(lab, device: str, interface: str) -> bool:
     return "Supplicant PAE state=AUTHENTICATED" in status
 
 
+def answering(lab, device: str) -> None:
+    """Wait until the SVM answers ``device`` by name (after its DHCP lease and DNS)."""
+    wait_until(lambda: lab.ssh(device, f"curl -sS --max-time 5 {URL}",
+                               check=False).returncode == 0, 60, f"the SVM answering {device}")
+
+
 def wait_until(probe, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while not probe():
@@ -194,8 +200,7 @@ def test_the_whole_mission_moves_the_svm_and_its_devices_follow(lab, mission):
     assert domain(lab, B) == "running" and domain(lab, A) == "absent"
     wait_until(lambda: authenticated(lab, "device-1", "f-cloudlet-b"), 60, "device-1 on B")
     assert not authenticated(lab, "device-1", "f-cloudlet-a")
-    wait_until(lambda: lab.ssh("device-1", f"curl -sS --max-time 5 {URL}",
-                               check=False).returncode == 0, 60, "the SVM answering via B")
+    answering(lab, "device-1")
     after = counter(lab, "device-1")
     assert after["boot_id"] == mission["before"]["boot_id"]  # the same run of the SVM
     assert after["count"] > mission["before"]["count"]  # its memory came along
@@ -205,6 +210,7 @@ def test_the_whole_mission_moves_the_svm_and_its_devices_follow(lab, mission):
 def test_a_device_offline_during_the_handoff_follows_when_it_is_back(lab, mission):
     lab.ssh("device-2", "systemctl start cloudlet-device")
     wait_until(lambda: authenticated(lab, "device-2", "f-cloudlet-b"), 90, "device-2 on B")
+    answering(lab, "device-2")  # its lease and DNS come a moment after 802.1X
     status = json.loads(lab.ssh("device-2", f"{CLIENT} status --json").stdout)
     assert status["current"]["identity"].startswith("cloudlet-id-v1/cloudlet-b/device-2@")
     assert counter(lab, "device-2")["boot_id"] == mission["before"]["boot_id"]
