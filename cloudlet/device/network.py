@@ -38,7 +38,8 @@ from cloudlet.bundles import NetworkCredential
 from cloudlet.device.progress import Progress, Silent
 from cloudlet.errors import DeviceClientError
 
-__all__ = ["DRIVERS", "ManualNetwork", "NetworkJoiner", "Supplicant", "station_config"]
+__all__ = ["DRIVERS", "ManualNetwork", "NetworkJoiner", "Supplicant", "eap_outcome",
+           "station_config"]
 
 DRIVERS = ("wired", "nl80211")
 # What wpa_supplicant's quoted strings may hold: printable ASCII but the quote.
@@ -147,6 +148,18 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
+def eap_outcome(status_text: str, driver: str) -> str | None:
+    """From ``wpa_cli status``: "failure" (EAP refused), "authenticated", or None (not yet)."""
+    state = _status(status_text)
+    if state.get("EAP state") == "FAILURE":
+        return "failure"
+    if driver == "wired":
+        done = state.get("Supplicant PAE state") == "AUTHENTICATED"
+    else:
+        done = state.get("wpa_state") == "COMPLETED" and state.get("EAP state") == "SUCCESS"
+    return "authenticated" if done else None
+
+
 def _status(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
@@ -217,17 +230,15 @@ class Supplicant:
                 f"wpa_supplicant is not running on {self.interface} ({self.unit}).",
                 f"Read its log: journalctl -u {self.unit}.",
             )
-        state = _status(done.stdout) if done.returncode == 0 else {}
-        if state.get("EAP state") == "FAILURE":
+        outcome = eap_outcome(done.stdout, self.driver) if done.returncode == 0 else None
+        if outcome == "failure":
             raise DeviceClientError(
                 f"The cloudlet refused this device's credential on {self.interface} "
                 "(EAP failure).",
                 "The device is not paired with this cloudlet, or its pairing was revoked: "
                 "ask the admin to pair it again.",
             )
-        if self.driver == "wired":
-            return state.get("Supplicant PAE state") == "AUTHENTICATED"
-        return state.get("wpa_state") == "COMPLETED" and state.get("EAP state") == "SUCCESS"
+        return outcome == "authenticated"
 
     def _lease(self) -> dict[str, str] | None:
         done = self.run(["ip", "-j", "-4", "addr", "show", "dev", self.interface])

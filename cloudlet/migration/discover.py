@@ -25,7 +25,7 @@ from pathlib import Path
 from cloudlet import formats
 from cloudlet.admin_client import AdminClient
 from cloudlet.bundles import NetworkCredential
-from cloudlet.device.network import station_config
+from cloudlet.device.network import eap_outcome, station_config
 from cloudlet.errors import MigrationError
 from cloudlet.manager.discovery import SERVICE_TYPE
 from cloudlet.migration.peer import PeerClient, PeerLink
@@ -37,10 +37,6 @@ Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
 
 def _run(args: Sequence[str]) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, check=False)
-
-
-def _status(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
 class Uplink:
@@ -65,17 +61,15 @@ class Uplink:
 
     def _authenticated(self) -> bool:
         done = self.run(["wpa_cli", "-p", self.ctrl_dir, "-i", self.interface, "status"])
-        state = _status(done.stdout) if done.returncode == 0 else {}
-        if state.get("EAP state") == "FAILURE":
+        outcome = eap_outcome(done.stdout, self.driver) if done.returncode == 0 else None
+        if outcome == "failure":
             raise MigrationError(
                 f"The target's network refused this cloudlet's credential on {self.interface} "
                 "(EAP failure).",
                 "The target no longer accepts this cloudlet: its admin removed the pairing. "
                 "Pair the two cloudlets again. Nothing was moved.",
             )
-        if self.driver == "wired":
-            return state.get("Supplicant PAE state") == "AUTHENTICATED"
-        return state.get("wpa_state") == "COMPLETED" and state.get("EAP state") == "SUCCESS"
+        return outcome == "authenticated"
 
     def join(self, credential: NetworkCredential, timeout: float) -> bool:
         """Authenticate on the peer's network; False if already on it with this credential."""

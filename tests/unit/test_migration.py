@@ -1,0 +1,134 @@
+"""The migration package without libvirt: the uplink, the peer link and client, the handoff.
+
+The Managers, their admin sockets and the peer API's mutual TLS are real (on
+127.0.0.1); wpa_supplicant and systemd are scripted. The libvirt part and
+the whole ceremony run on the lab (tests/integration/test_migrate.py).
+"""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+
+import pytest
+from test_manager_support import admin, pair
+
+from cloudlet.admin_client import AdminClient
+from cloudlet.bundles import NetworkCredential
+from cloudlet.errors import MigrationError
+from cloudlet.migration import handoff
+from cloudlet.migration.discover import Uplink
+from cloudlet.migration.peer import PeerClient, peer_link
+
+CRED = NetworkCredential("cloudlet-cl-bravo", "peer:cl-alpha", "p" * 24)
+
+
+class Host:
+    """Scripted systemctl, systemd-run and wpa_cli: EAP answers ``outcome`` once started."""
+
+    def __init__(self, outcome="AUTHENTICATED"):
+        self.outcome, self.active, self.calls = outcome, False, []
+
+    def __call__(self, args):
+        args = list(args)
+        self.calls.append(args)
+        out, rc = "", 0
+        if args[0] == "systemd-run":
+            self.active = True
+        elif args[:2] == ["systemctl", "stop"]:
+            self.active = False
+        elif args[:2] == ["systemctl", "is-active"]:
+            rc = 0 if self.active else 3
+        elif args[0] == "wpa_cli":
+            if self.outcome == "FAILURE":
+                out = "EAP state=FAILURE\n"
+            else:
+                out = f"Supplicant PAE state={self.outcome}\nEAP state=SUCCESS\n"
+        return subprocess.CompletedProcess(args, rc, out, "")
+
+
+def uplink(tmp_path, host):
+    return Uplink("f-cl-bravo", state_dir=tmp_path / "uplink", run=host,
+                  clock=iter(range(10_000)).__next__, sleep=lambda s: None)
+
+
+def test_the_uplink_joins_once_with_a_private_configuration(tmp_path):
+    host = Host()
+    assert uplink(tmp_path, host).join(CRED, timeout=30) is True
+    (started,) = [c for c in host.calls if c[0] == "systemd-run"]
+    assert "--unit=cloudlet-uplink-f-cl-bravo.service" in started
+    conf = tmp_path / "uplink" / "f-cl-bravo.conf"
+    assert started[-2:] == ["-c", str(conf)]
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    assert 'identity="peer:cl-alpha"' in conf.read_text()
+    # A second run finds it on the network with this credential and leaves it alone.
+    host.calls.clear()
+    assert uplink(tmp_path, host).join(CRED, timeout=30) is False
+    assert not any(c[0] == "systemd-run" for c in host.calls)
+
+
+def test_a_refused_uplink_says_the_pairing_is_gone(tmp_path):
+    with pytest.raises(MigrationError, match="refused this cloudlet's credential") as err:
+        uplink(tmp_path, Host("FAILURE")).join(CRED, timeout=30)
+    assert "Pair the two cloudlets again" in err.value.hint
+
+
+def test_an_uplink_that_never_authenticates_times_out_and_stops(tmp_path):
+    host = Host("CONNECTING")
+    with pytest.raises(MigrationError, match="Timed out joining cloudlet-cl-bravo"):
+        uplink(tmp_path, host).join(CRED, timeout=5)
+    assert not host.active  # its supplicant was stopped
+
+
+def test_an_unpaired_target_is_refused_before_anything_is_sent(alpha):
+    with pytest.raises(MigrationError, match="not paired with this cloudlet") as err:
+        peer_link(AdminClient(str(alpha.cfg.admin_socket)), "cl-bravo")
+    assert "Nothing was moved" in err.value.hint
+
+
+@pytest.fixture
+def both(alpha, bravo, pkis, master_a, master_b):
+    """A and B paired both ways; A's devices tablet-07 (using face-rec) and tablet-08."""
+    network = {"ssid": "net-cl-bravo", "identity": "peer:cl-alpha", "password": "p" * 24,
+               "method": "pwd"}
+    pair(alpha, pkis["cl-bravo"], master_b, port=bravo.port, network=network)
+    pair(bravo, pkis["cl-alpha"], master_a)
+    for device, services in (("tablet-07", ["face-rec"]), ("tablet-08", [])):
+        admin(alpha, "PUT", f"/admin/devices/{device}",
+              {"valid_from": "2026-01", "valid_until": "2099-12", "services": services})
+    link = peer_link(AdminClient(str(alpha.cfg.admin_socket)), "cl-bravo")
+    client = PeerClient(link, "127.0.0.1", bravo.port, pkis["cl-alpha"].dir / "client.pem",
+                        pkis["cl-alpha"].dir / "client.key")
+    return AdminClient(str(alpha.cfg.admin_socket)), client
+
+
+def test_the_peer_link_carries_what_pairing_stored(both):
+    _admin, client = both
+    assert client.link.network == NetworkCredential("net-cl-bravo", "peer:cl-alpha", "p" * 24)
+    assert (client.link.api_host, client.link.pending) == ("127.0.0.1", False)
+    assert client.request("GET", "/peer/info")["caller"] == "cl-alpha"
+
+
+def test_a_peer_with_another_ca_does_not_pass_as_the_target(both, pkis, alpha):
+    _admin, client = both
+    imposter = PeerClient(client.link, "127.0.0.1", alpha.port,
+                          pkis["cl-alpha"].dir / "client.pem", pkis["cl-alpha"].dir / "client.key")
+    with pytest.raises(MigrationError, match="did not prove it is the cloudlet paired"):
+        imposter.request("GET", "/peer/info")
+
+
+def test_credentials_are_asked_once_for_the_svms_devices(both, alpha):
+    admin_client, client = both
+    messages, already = handoff.request_credentials(admin_client, client, "cl-alpha",
+                                                    "face-rec", moved_now=True)
+    assert [(m["device_id"], m["kind"], m["issuer"]) for m in messages] == [
+        ("tablet-07", "credentials", "cl-bravo")]
+    assert already == []
+    for m in messages:
+        admin(alpha, "POST", "/admin/messages", m)
+    assert handoff.delivery(admin_client, "face-rec", "cl-bravo") == {
+        "taken": [], "waiting": ["tablet-07"]}
+    # A second run asks for nothing while the message waits.
+    again, already = handoff.request_credentials(admin_client, client, "cl-alpha", "face-rec",
+                                                 moved_now=False)
+    assert again == [] and already == ["tablet-07"]
