@@ -33,8 +33,10 @@ AUDIT_LOG = f"{CONTROL_DIR}/audit.log"
 
 # The modules that share the session's lab, in the order the ceremonies
 # happen: the lab itself, then setup and delivery (the first checks run on
-# fresh cloudlets), then device pairing. Others run after them.
-LAB_ORDER = ("test_lab", "test_setup_delivery", "test_pair_device")
+# fresh cloudlets), device pairing, cloudlet pairing (it starts unpaired) and
+# the migration (it leaves the SVM on cloudlet-b). Others run after them.
+LAB_ORDER = ("test_lab", "test_setup_delivery", "test_pair_device", "test_pair_cloudlets",
+             "test_migrate")
 
 
 def pytest_collection_modifyitems(items):

@@ -242,5 +242,10 @@ def test_a_second_run_with_the_svm_on_b_changes_nothing(lab, mission):
     run = migrate(lab)
     assert run.returncode == 0, run.stdout
     assert run.recap[A]["changed"] == 0
+    assert f"{A} does not hold {SVM}: nothing to move from here" in run.stdout
+    # Named as the source, it finds the SVM on B and has nothing left to do.
+    run = migrate(lab, "-e", f"source={A}")
+    assert run.returncode == 0, run.stdout
+    assert run.recap[A]["changed"] == 0
     assert "it already did, nothing moved" in run.stdout
     assert domain(lab, B) == "running" and domain(lab, A) == "absent"
