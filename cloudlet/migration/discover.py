@@ -25,15 +25,12 @@ from pathlib import Path
 from cloudlet import formats
 from cloudlet.admin_client import AdminClient
 from cloudlet.bundles import NetworkCredential
-from cloudlet.device.network import eap_outcome, station_config
+from cloudlet.device.network import Runner, eap_outcome, station_config
 from cloudlet.errors import MigrationError
 from cloudlet.manager.discovery import SERVICE_TYPE
 from cloudlet.migration.peer import PeerClient, PeerLink
 
 __all__ = ["Target", "Uplink", "discover", "reach"]
-
-Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
-
 
 def _run(args: Sequence[str]) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, check=False)
