@@ -123,7 +123,7 @@ def _responses(route: Route) -> dict:
     out = {
         str(route.status): {
             "description": "OK" if route.status == 200 else "Created",
-            "content": {"application/json": {"schema": route.response}},
+            "content": {route.media: {"schema": route.response}},
         }
     }
     for status in statuses(route):

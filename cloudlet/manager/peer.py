@@ -36,6 +36,10 @@ from cloudlet.manager.web import Route, State, b64, json_body, params, reply, st
 
 __all__ = ["ROUTES", "SVM_SCHEMA", "caller", "svm_record"]
 
+# What GET /peer/probe sends: long enough that a tactical link's rate, not its
+# latency or a shaper's burst, sets the time (0.8 s at 20 Mbit/s).
+PROBE_BYTES = 2 * 1024 * 1024
+
 SVM_SCHEMA = {
     "type": "object",
     "required": ["service_id", "fqdn", "memory_mib", "ports", "images"],
@@ -209,6 +213,25 @@ async def receive_svm(request: web.Request) -> web.Response:
     return reply({"service_id": rec.service_id, "state": rec.state, "changed": changed})
 
 
+async def check_svm(request: web.Request) -> web.Response:
+    """Whether we could take this migrating SVM (target selection): the checks of
+    ``receive_svm``, nothing recorded."""
+    peer = caller(request)
+    data = await json_body(request, SVM_SCHEMA)
+    rec = svm_record(data, peer.cloudlet_id, "pending")
+    st = state(request)
+    check_images(st.master.cloudlet_id, st.config.svm_dir, rec)
+    return reply({"service_id": rec.service_id, "fits": True,
+                  "mem_available_mib": _mem_available_mib()})
+
+
+async def probe(request: web.Request) -> web.Response:
+    """Bytes for the caller to time: the link's rate towards it (target selection)."""
+    caller(request)
+    return web.Response(body=secrets.token_bytes(PROBE_BYTES),
+                        content_type="application/octet-stream")
+
+
 async def commit_svm(request: web.Request) -> web.Response:
     peer = caller(request)
     service_id = params(request)["service_id"]
@@ -367,6 +390,29 @@ ROUTES = [
         body=SVM_SCHEMA,
         response=views.obj(service_id=schema.ID, state={"const": "pending"}, changed=views.BOOLEAN),
         errors=(409,),
+        tag="peer",
+    ),
+    Route(
+        "POST",
+        "/peer/svms/check",
+        check_svm,
+        "Whether we could take a migrating service VM (its images, the memory); nothing "
+        "is recorded.",
+        "peer-mtls",
+        body=SVM_SCHEMA,
+        response=views.obj(service_id=schema.ID, fits={"const": True},
+                           mem_available_mib=views.nullable(views.INTEGER)),
+        errors=(409,),
+        tag="peer",
+    ),
+    Route(
+        "GET",
+        "/peer/probe",
+        probe,
+        f"{PROBE_BYTES // 1024} KiB of random bytes, for the caller to time the link.",
+        "peer-mtls",
+        response={"type": "string", "format": "binary"},
+        media="application/octet-stream",
         tag="peer",
     ),
     Route(

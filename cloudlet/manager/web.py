@@ -118,7 +118,8 @@ class Route:
     handler reads them through ``params(request)``, which validates them
     with these very schemas. ``errors`` lists the statuses the handler
     itself raises beyond those its body, parameters and security imply
-    (``openapi`` adds those); ``status`` is the success status.
+    (``openapi`` adds those); ``status`` is the success status, ``media``
+    its content type.
     """
 
     method: str
@@ -132,6 +133,7 @@ class Route:
     errors: tuple[int, ...] = ()
     status: int = 200
     tag: str = ""
+    media: str = "application/json"  # of the success response
 
     def path_params(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.path)

@@ -41,7 +41,7 @@ def test_every_route_publishes_its_response_parameters_and_errors(route):
     assert set(route.path_params()) <= set(route.params), "a path parameter has no schema"
     spec = openapi.build([route], "one route")
     op = spec["paths"][route.path][route.method.lower()]
-    ok = op["responses"][str(route.status)]["content"]["application/json"]["schema"]
+    ok = op["responses"][str(route.status)]["content"][route.media]["schema"]
     assert ok is route.response
     for status in openapi.statuses(route):
         error = op["responses"][str(status)]["content"]["application/json"]["schema"]
