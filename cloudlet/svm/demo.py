@@ -58,9 +58,14 @@ SERVICE = {
     "cmdline": "console=ttyS0 quiet",
 }
 GUEST_FILES = ("init.sh", "counter.sh", "udhcpc.sh")
-BASE_MIB = 8
+# The base disk is the size of a small real service image: it holds DATA_MIB of
+# data standing in for the OS and application files (pseudo-random from the
+# recipe: reproducible, and no compression makes a full copy of it look small),
+# which is what a migration must leave in place: only the overlay moves.
+BASE_MIB = 256
+DATA_MIB = 200
 FORMAT = 1  # of the manifest
-BUILDER = 2  # bump whenever a build step changes what it produces: it is in the cache key
+BUILDER = 3  # bump whenever a build step changes what it produces: it is in the cache key
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 EPOCH = 1_700_000_000  # fixed timestamps make the images reproducible
 TOOLS = {"apt-get": "apt", "dpkg-deb": "dpkg", "mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs",
@@ -179,7 +184,8 @@ def resolve_cached(apt: _Apt) -> dict[str, dict[str, str]]:
 def cache_key(packages: dict[str, dict[str, str]], scripts: dict[str, str]) -> str:
     """Digest of all that shapes the images; the mirror is left out, the debs' sha256 is in."""
     recipe = {"format": FORMAT, "builder": BUILDER, "packages": packages, "scripts": scripts,
-              "modules": MODULES, "service": SERVICE, "base_mib": BASE_MIB}
+              "modules": MODULES, "service": SERVICE, "base_mib": BASE_MIB,
+              "data_mib": DATA_MIB}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -255,21 +261,30 @@ def _initramfs(bb_root: Path, k_root: Path, scripts: dict[str, str], out: Path) 
     return mods
 
 
+def _write_data(path: Path, key: str, mib: int) -> None:
+    """``mib`` MiB of pseudo-random bytes, the same for the same recipe."""
+    with path.open("wb") as out:
+        for block in range(mib):
+            out.write(hashlib.shake_256(f"{key}/{block}".encode()).digest(1 << 20))
+
+
 def _disk(work: Path, out: Path, key: str) -> None:
-    """base.qcow2 (ext4 holding service.txt) and an empty overlay.qcow2 on top of it."""
+    """base.qcow2 (ext4 holding service.txt and data.bin) and an empty overlay.qcow2 on it."""
     content = work / "disk"
     content.mkdir()
     (content / "service.txt").write_text(SERVICE["label"] + "\n")
-    for path in (content / "service.txt", content):  # mkfs copies their times
+    _write_data(content / "data.bin", key, DATA_MIB)
+    for path in (content / "service.txt", content / "data.bin", content):  # mkfs copies times
         os.utime(path, (EPOCH, EPOCH))
     fs_uuid = str(uuid.UUID(hex=hashlib.sha256(key.encode()).hexdigest()[:32]))
     raw = work / "base.raw"
     _run(["mkfs.ext4", "-q", "-F", "-L", "svm-data", "-U", fs_uuid, "-E",
           f"hash_seed={fs_uuid},root_owner=0:0", "-d", str(content), str(raw), f"{BASE_MIB}M"],
          env={"E2FSPROGS_FAKE_TIME": str(EPOCH)})
-    # mkfs copies the source file's ctime, which utime cannot set: pin it here.
-    _run(["debugfs", "-w", "-R", f"set_inode_field /service.txt ctime @{EPOCH}", str(raw)],
-         env={"E2FSPROGS_FAKE_TIME": str(EPOCH)})
+    # mkfs copies the source files' ctime, which utime cannot set: pin it here.
+    for name in ("service.txt", "data.bin"):
+        _run(["debugfs", "-w", "-R", f"set_inode_field /{name} ctime @{EPOCH}", str(raw)],
+             env={"E2FSPROGS_FAKE_TIME": str(EPOCH)})
     _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(out / "base.qcow2")])
     # A relative backing name keeps the pair valid when the directory moves.
     _run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2",
