@@ -31,6 +31,15 @@ CONTROL_DIR = Path(f"/tmp/cloudlet-itest-control-{os.getpid()}")
 AUDIT_LOG = f"{CONTROL_DIR}/audit.log"
 
 
+# The lab's machines: the two cloudlets and two devices of make demo's lab, and
+# a third cloudlet after them (so the others keep their addresses), set up like
+# the others and never paired: what the pairing and migration tests refuse.
+CLOUDLETS = ("cloudlet-a", "cloudlet-b", "cloudlet-c")
+DEVICES = ("device-1", "device-2")
+MACHINES = [{"name": "cloudlet-a", "role": "cloudlet"}, {"name": "cloudlet-b", "role": "cloudlet"},
+            *({"name": d, "role": "device", "home": "cloudlet-a"} for d in DEVICES),
+            {"name": "cloudlet-c", "role": "cloudlet"}]
+
 # The modules that share the session's lab, in the order the ceremonies
 # happen: the lab itself, then setup and delivery (the first checks run on
 # fresh cloudlets), device pairing, cloudlet pairing (it starts unpaired) and
@@ -70,7 +79,8 @@ class Lab:
 
     def extra_vars(self) -> list[str]:
         return ["-e", f"lab_name={self.name}", "-e", f"lab_subnet={SUBNET}",
-                "-e", f"lab_inventory_path={self.inventory}"]
+                "-e", f"lab_inventory_path={self.inventory}",
+                "-e", json.dumps({"lab_machines": MACHINES})]
 
     def ssh(self, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CLOUDLETS, DEVICES
 
-CLOUDLETS = ("cloudlet-a", "cloudlet-b")
-DEVICES = ("device-1", "device-2")
 HOSTS = CLOUDLETS + DEVICES
 
 GUEST_XML = """<domain type='qemu'>

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, ansible_env
 
 from cloudlet.crypto import codes
 
-A, B = "cloudlet-a", "cloudlet-b"
+A, B, C = "cloudlet-a", "cloudlet-b", "cloudlet-c"
+MITM = Path(__file__).with_name("mitm_pairing.py")
 PEER_CERT = "--cert /etc/cloudlet/pki/peer.pem --key /etc/cloudlet/pki/private/peer.key"
 
 
@@ -49,6 +52,17 @@ def virsh_tls(lab, host: str, peer: str) -> subprocess.CompletedProcess:
                    check=False)
 
 
+def nothing_stored(lab, host: str) -> None:
+    """No peer in the Manager, no peer CA in libvirt's trust."""
+    assert peers(lab, host) == []
+    assert lab.ssh(host, "ls /etc/cloudlet/pki/libvirt-trust/").stdout.split() == ["ca.pem"]
+
+
+def said(run: subprocess.CompletedProcess, tag: str) -> str:
+    """What one side's admin saw (pair-cloudlets tags each side's lines)."""
+    return "\n".join(line for line in run.stdout.splitlines() if line.startswith(tag))
+
+
 def link_gone(lab, host: str) -> None:
     addrs = lab.ssh(host, "ip -4 -o addr show dev pair0").stdout
     assert "169.254.77." not in addrs, addrs
@@ -73,10 +87,68 @@ def test_a_wrong_code_fails_on_both_sides_and_stores_nothing(lab, set_up):
     out = run.stdout
     assert "[A]" in out and "[B]" in out
     for tag in ("[A]", "[B]"):
-        mine = "\n".join(line for line in out.splitlines() if line.startswith(tag))
-        assert "The code did not match. Ask the other admin to read it again" in mine, out
-    assert peers(lab, A) == [] and peers(lab, B) == []
+        assert "The code did not match. Ask the other admin to read it again" in said(run, tag), out
     for host in (A, B):
+        nothing_stored(lab, host)
+        link_gone(lab, host)
+
+
+@pytest.fixture
+def man_in_the_middle(lab):
+    """Cut the pairing segment between A and B, with a network namespace on each cut end.
+
+    A's port moves from the segment's bridge to a bridge of its own; the
+    attacker's namespaces hang one on each bridge (the host address towards B,
+    the join address towards A). Yields the namespaces; puts A back after.
+    """
+    def ip(*args: str, check: bool = True) -> None:
+        subprocess.run(["ip", *args], check=check, capture_output=True)
+
+    a_port = lab.host_port(A, "pair0")
+    segment = json.loads(subprocess.run(["ip", "-j", "link", "show", a_port], check=True,
+                                        capture_output=True, text=True).stdout)[0]["master"]
+    cut = f"{lab.name}-mitm"
+    ends = {A: (f"{lab.name}-mitm-a", f"{lab.name}-ma", cut, "169.254.77.2/30"),
+            B: (f"{lab.name}-mitm-b", f"{lab.name}-mb", segment, "169.254.77.1/30")}
+    try:
+        ip("link", "add", cut, "type", "bridge")
+        ip("link", "set", cut, "up")
+        ip("link", "set", a_port, "master", cut)
+        for netns, veth, bridge, address in ends.values():
+            ip("netns", "add", netns)
+            ip("link", "add", veth, "type", "veth", "peer", "name", "pair0", "netns", netns)
+            ip("link", "set", veth, "master", bridge, "up")
+            ip("-n", netns, "link", "set", "pair0", "up")
+            ip("-n", netns, "addr", "add", address, "dev", "pair0")
+        yield {side: netns for side, (netns, *_) in ends.items()}
+    finally:
+        ip("link", "set", a_port, "master", segment, check=False)
+        for netns, veth, *_ in ends.values():
+            ip("link", "delete", veth, check=False)
+            ip("netns", "delete", netns, check=False)
+        ip("link", "delete", cut, check=False)
+
+
+def test_a_man_in_the_middle_is_detected_and_nothing_is_stored(lab, set_up, man_in_the_middle):
+    """The admins read and type the right code; the attacker in between has to guess one."""
+    attacker = subprocess.Popen([sys.executable, str(MITM), man_in_the_middle[A],
+                                 man_in_the_middle[B], A, B, "300"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run = pair_both(lab)
+        out, err = attacker.communicate(timeout=120)
+    finally:
+        attacker.kill()
+    seen = json.loads(out.splitlines()[-1])
+    # The attacker reached both (each half ran the PAKE) and opened nothing.
+    assert set(seen) == {A, B} and all("failed" in half for half in seen.values()), out + err
+    assert "did not match" in seen[A]["failed"] + seen[B]["failed"], seen
+    assert run.returncode == 1
+    for tag in ("[A]", "[B]"):
+        assert "The code did not match. Ask the other admin to read it again" in said(run, tag), \
+            run.stdout
+    for host in (A, B):
+        nothing_stored(lab, host)
         link_gone(lab, host)
 
 
@@ -127,19 +199,26 @@ def test_pairing_lets_each_cloudlet_call_the_other_and_leaves_no_link(lab, set_u
         assert clear not in seen
 
 
-def test_an_unpaired_cloudlet_is_refused_by_both(lab, set_up):
-    """A cloudlet that never paired: its own CA, a peer client certificate from it."""
-    make = ("cd /tmp && /opt/cloudlet/venv/bin/python -c '"
-            "from cloudlet import pki; k = pki.generate_key(); ca = pki.make_ca(k, \"rogue\"); "
-            "c = pki.generate_key(); "
-            "open(\"rogue.pem\", \"wb\").write(pki.issue_certificate(k, ca, c.public_key(), "
-            "pki.Profile.PEER_CLIENT, pki.subject_names(\"rogue\", [], []))); "
-            "pki.write_private_key(\"rogue.key\", c)'")
-    for host, peer in ((A, B), (B, A)):
-        lab.ssh(host, make)
-        answer = peer_api(lab, host, peer, f"/etc/cloudlet/pki/libvirt-trust/peer-{peer}.pem",
-                          "--cert /tmp/rogue.pem --key /tmp/rogue.key")
+def test_a_third_cloudlet_never_paired_is_refused_by_both(lab, set_up):
+    """cloudlet-c: set up like the others (its own CA and certificates), never paired.
+
+    It knows A's and B's CA certificates (they are not secret), so each refusal
+    is the peer's: neither Manager nor libvirtd takes a certificate of C's CA.
+    """
+    assert [peer["cloudlet_id"] for peer in peers(lab, A)] == [B]  # A and B are paired
+    for peer in (A, B):
+        ca = lab.ssh(peer, "cat /etc/cloudlet/pki/ca.pem").stdout
+        pki = f"/tmp/pki-{peer}"  # libvirt's client files, C's own certificate
+        lab.ssh(C, f"mkdir -p {pki} && cat > {pki}/cacert.pem <<'EOF'\n{ca}EOF\n"
+                   f"cp /etc/pki/libvirt/clientcert.pem {pki}/ && "
+                   f"cp /etc/pki/libvirt/private/clientkey.pem {pki}/")
+        answer = peer_api(lab, C, peer, f"{pki}/cacert.pem")
         assert answer.returncode != 0 or '"PeerAuthError"' in answer.stdout, answer.stdout
+        assert answer.returncode != 60, answer.stderr  # 60: C refused A's certificate
+        listed = lab.ssh(C, f"virsh -c 'qemu+tls://{lab.address(peer, 'pair0')}/system"
+                            f"?pkipath={pki}' hostname", check=False)
+        assert listed.returncode != 0 and peer not in listed.stdout, listed.stdout
+        assert "server certificate" not in listed.stderr, listed.stderr  # C trusted the peer
 
 
 def test_pairing_again_needs_replace_and_unpairing_refuses_both_ways(lab, set_up):
