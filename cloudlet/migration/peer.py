@@ -16,6 +16,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,37 +89,58 @@ class PeerClient:
         self.timeout = timeout
         self._context = client_context(link.ca_pem, cert, key)
 
-    def request(self, method: str, path: str, body: dict | None = None) -> Any:
+    def _call(self, method: str, path: str, payload: bytes | None,
+              headers: dict[str, str]) -> tuple[int, bytes, float]:
+        """One exchange: the status, the body, and the seconds the body took to arrive."""
         conn = _Connection(self.address, self.port, self.link.api_host, self._context,
                            self.timeout)
+        try:
+            conn.request(method, path, payload, headers)
+            resp = conn.getresponse()
+            start = time.monotonic()
+            data = resp.read()
+            return resp.status, data, time.monotonic() - start
+        except ssl.SSLCertVerificationError as exc:
+            raise MigrationError(
+                f"{self.where} did not prove it is the cloudlet paired as "
+                f"{self.link.cloudlet_id} ({exc.verify_message}).",
+                "Something else answers at that address. Nothing was sent or moved.",
+            ) from None
+        except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
+            raise MigrationError(f"{self.where} did not answer {method} {path}: {exc}.") from None
+        finally:
+            conn.close()
+
+    @property
+    def where(self) -> str:
+        return f"cloudlet {self.link.cloudlet_id}'s Manager at {self.address}:{self.port}"
+
+    def _refused(self, method: str, path: str, status: int, data: bytes) -> MigrationError:
+        try:
+            err = json.loads(data).get("error", {})
+        except (ValueError, AttributeError):
+            err = {}
+        return MigrationError(f"{self.where} refused {method} {path}: "
+                              f"{err.get('message') or status}", err.get("hint") or None)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> Any:
         headers = {"Accept": "application/json"}
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        where = f"cloudlet {self.link.cloudlet_id}'s Manager at {self.address}:{self.port}"
+        status, data, _ = self._call(method, path, payload, headers)
+        if status >= 400:
+            raise self._refused(method, path, status, data)
         try:
-            conn.request(method, path, payload, headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except ssl.SSLCertVerificationError as exc:
-            raise MigrationError(
-                f"{where} did not prove it is the cloudlet paired as {self.link.cloudlet_id} "
-                f"({exc.verify_message}).",
-                "Something else answers at that address. Nothing was sent or moved.",
-            ) from None
-        except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
-            raise MigrationError(f"{where} did not answer {method} {path}: {exc}.") from None
-        finally:
-            conn.close()
-        try:
-            answer = json.loads(data) if data else {}
+            return json.loads(data) if data else {}
         except ValueError:
-            raise MigrationError(f"{where} answered {method} {path} with non-JSON.") from None
-        if resp.status >= 400:
-            err = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise MigrationError(
-                f"{where} refused {method} {path}: {err.get('message') or resp.status}",
-                err.get("hint") or None,
-            )
-        return answer
+            raise MigrationError(f"{self.where} answered {method} {path} with non-JSON.") from None
+
+    def link_rate(self) -> float:
+        """The link's rate from the peer to us, in bit/s: its probe bytes over their time."""
+        status, data, seconds = self._call("GET", "/peer/probe", None,
+                                           {"Accept": "application/octet-stream"})
+        if status >= 400:
+            raise self._refused("GET", "/peer/probe", status, data)
+        return len(data) * 8 / max(seconds, 1e-6)

@@ -6,7 +6,7 @@ itself). The module is one story, in order: a target that is not paired, or
 that lacks the base image, refuses before anything moves; a link cut and a
 killed libvirtd on the target mid-migration leave the SVM serving on A; then
 the whole mission, device-2 being offline during the handoff; then a second
-run that changes nothing.
+run that changes nothing; then target=auto among three cloudlets.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_pair_cloudlets import pair_both
 
-A, B = "cloudlet-a", "cloudlet-b"
+A, B, C = "cloudlet-a", "cloudlet-b", "cloudlet-c"
 SVM = "demo-counter"
 URL = f"http://{SVM}.svm.mission.internal/"
 STORE = f"/var/lib/cloudlet/svm/{SVM}"
@@ -28,8 +28,9 @@ ADMIN = "curl -sS --unix-socket /run/cloudlet-manager/admin.sock http://c"
 CLIENT = "/opt/cloudlet/venv/bin/cloudlet-device"
 
 
-def migrate(lab, *extra: str):
-    return lab.ceremony("migrate", "-e", f"svm={SVM}", "-e", f"target={B}", *extra, check=False)
+def migrate(lab, *extra: str, target: str = B):
+    return lab.ceremony("migrate", "-e", f"svm={SVM}", "-e", f"target={target}", *extra,
+                        check=False)
 
 
 def domain(lab, host: str) -> str:
@@ -261,3 +262,61 @@ def test_a_second_run_with_the_svm_on_b_changes_nothing(lab, mission):
     assert run.recap[A]["changed"] == 0
     assert "it already did, nothing moved" in run.stdout
     assert domain(lab, B) == "running" and domain(lab, A) == "absent"
+
+
+def shape(lab, host: str, peer: str, rate: str | None) -> None:
+    """tbf both ways on ``host``'s veth into ``peer``'s field network (``None``: unshaped):
+    a tactical radio's rate, with 200 ms of queue."""
+    ifname = f"f-{peer}"[:15]
+    port = lab.host_port(host, ifname)
+    if rate is None:
+        lab.ssh(host, f"tc qdisc del dev {ifname} root", check=False)
+        subprocess.run(["tc", "qdisc", "del", "dev", port, "root"], check=False)
+        return
+    tbf = ["root", "tbf", "rate", rate, "burst", "32kb", "latency", "200ms"]
+    lab.ssh(host, f"tc qdisc replace dev {ifname} {' '.join(tbf)}")
+    subprocess.run(["tc", "qdisc", "replace", "dev", port, *tbf], check=True)
+
+
+def chosen(run) -> tuple[str, dict[str, str]]:
+    """The cloudlet target=auto chose, and its line for each candidate."""
+    assert run.returncode == 0, run.stdout
+    pick = run.stdout.split("Chosen: ")[1].split()[0]
+    lines = {c: next(line.strip(' ",') for line in run.stdout.splitlines()
+                     if line.strip(' "').startswith(f"{c}: ")) for c in (A, B, C)
+             if f'"{c}: ' in run.stdout}
+    return pick, lines
+
+
+def rate(line: str) -> float:
+    return float(line.split(": ")[1].split(" Mbit/s")[0])
+
+
+def test_target_auto_picks_the_fastest_cloudlet_that_can_take_the_svm(lab, mission):
+    """Three cloudlets: the SVM on B; A behind a 20 Mbit/s link; C without the base image."""
+    for other in (A, B):
+        paired = pair_both(lab, extra=("-e", "replace=true"), sides=(other, C))
+        assert paired.returncode == 0, paired.stdout
+    shape(lab, B, A, "20mbit")
+    lab.ssh(C, f"mv {STORE}/manifest.json {STORE}/manifest.away")
+    try:
+        run = migrate(lab, "-e", "migrate_device_wait=0", target="auto")
+    finally:
+        lab.ssh(C, f"mv {STORE}/manifest.away {STORE}/manifest.json")
+        shape(lab, B, A, None)
+    pick, lines = chosen(run)
+    assert pick == A, lines  # the only one that can take it, slow as its link is
+    assert 10 < rate(lines[A]) < 25 and lines[A].endswith("fits"), lines
+    assert f"not eligible: Cloudlet '{C}' does not hold the images of service VM" in lines[C]
+    assert f"{SVM} runs on {A}" in run.stdout
+    assert domain(lab, A) == "running" and domain(lab, B) == "absent"
+    # From A: B behind 20 Mbit/s, C unshaped and now holding the images: C.
+    shape(lab, A, B, "20mbit")
+    try:
+        run = migrate(lab, "-e", "migrate_device_wait=0", target="auto")
+    finally:
+        shape(lab, A, B, None)
+    pick, lines = chosen(run)
+    assert pick == C, lines
+    assert rate(lines[B]) < 25 < rate(lines[C]) and lines[B].endswith("fits"), lines
+    assert domain(lab, C) == "running" and domain(lab, A) == "absent"

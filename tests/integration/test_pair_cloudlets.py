@@ -24,11 +24,12 @@ MITM = Path(__file__).with_name("mitm_pairing.py")
 PEER_CERT = "--cert /etc/cloudlet/pki/peer.pem --key /etc/cloudlet/pki/private/peer.key"
 
 
-def pair_both(lab, *args: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def pair_both(lab, *args: str, extra: tuple[str, ...] = (),
+              sides: tuple[str, str] = (A, B)) -> subprocess.CompletedProcess:
     """Both sides, as make demo runs them; ``extra`` goes to both ansible-playbook runs."""
     return subprocess.run(
-        [str(ROOT / "scripts" / "pair-cloudlets"), A, B, *args, "--", "-i", str(lab.inventory),
-         *extra],
+        [str(ROOT / "scripts" / "pair-cloudlets"), *sides, *args, "--", "-i",
+         str(lab.inventory), *extra],
         cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=900, check=False)
 
 

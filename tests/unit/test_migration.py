@@ -1,4 +1,5 @@
-"""The migration package without libvirt: the uplink, the peer link and client, the handoff.
+"""The migration package without libvirt: the uplink, the peer link and client, the handoff,
+the choice of a target.
 
 The Managers, their admin sockets and the peer API's mutual TLS are real (on
 127.0.0.1); wpa_supplicant and systemd are scripted. The libvirt part and
@@ -11,14 +12,15 @@ import stat
 import subprocess
 
 import pytest
-from test_manager_support import admin, pair
+from test_manager_support import admin, pair, stock
 
 from cloudlet.admin_client import AdminClient
 from cloudlet.bundles import NetworkCredential
 from cloudlet.errors import MigrationError
-from cloudlet.migration import handoff
-from cloudlet.migration.discover import Uplink
+from cloudlet.migration import handoff, select
+from cloudlet.migration.discover import Target, Uplink
 from cloudlet.migration.peer import PeerClient, peer_link
+from cloudlet.migration.select import Candidate, choose, rank, survey
 
 CRED = NetworkCredential("cloudlet-cl-bravo", "peer:cl-alpha", "p" * 24)
 
@@ -132,3 +134,58 @@ def test_credentials_are_asked_once_for_the_svms_devices(both, alpha):
     again, already = handoff.request_credentials(admin_client, client, "cl-alpha", "face-rec",
                                                  moved_now=False)
     assert again == [] and already == ["tablet-07"]
+
+
+# -- target=auto ------------------------------------------------------------------------
+
+SVM_META = {"service_id": "face-rec", "fqdn": "face-rec.svc.alpha.cloudlet", "memory_mib": 64,
+            "ports": [], "images": [{"name": "base", "sha256": "ab" * 32}]}
+
+
+def test_the_fastest_link_that_fits_is_chosen_and_memory_breaks_a_tie():
+    cands = [Candidate("slow", "if1", 19.5, 9000, True), Candidate("fast", "if2", 95.0, 900, True),
+             Candidate("fast-roomy", "if3", 91.0, 4000, True),
+             Candidate("fastest-no-image", "if4", 400.0, 9000, False, "no images")]
+    assert [c.cloudlet_id for c in rank(cands)] == ["fast-roomy", "fast", "slow"]
+    assert choose(cands).cloudlet_id == "fast-roomy"
+
+
+def test_no_candidate_that_fits_fails_and_says_why_for_each():
+    cands = [Candidate("cl-b", "if1", reason="not in reach"),
+             Candidate("cl-c", "if2", 90.0, 9000, False, "does not hold the images")]
+    with pytest.raises(MigrationError) as err:
+        choose(cands)
+    assert "cl-b: rate ?, memory ?, not eligible: not in reach" in err.value.message
+    assert "cl-c: 90.0 Mbit/s, 9000 MiB free, not eligible: does not hold the images" \
+        in err.value.message
+    assert "Nothing was moved" in err.value.hint
+
+
+def test_the_survey_checks_the_images_times_the_link_and_leaves_its_uplink(
+        both, bravo, tmp_path, monkeypatch):
+    admin_client, client = both
+    host = Host()
+
+    def reached(admin_, link, up, cert, key, timeout):
+        assert link.cloudlet_id == "cl-bravo"
+        return Target(client, "127.0.0.1", bravo.port, client.request("GET", "/peer/info"),
+                      up.join(link.network, timeout), False)
+
+    monkeypatch.setattr(select, "reach", reached)
+    cand = survey(admin_client, Candidate("cl-bravo", "f-cl-bravo"), SVM_META, "c", "k", 30,
+                  lambda ifname: uplink(tmp_path, host))
+    assert not cand.fits and "does not hold the images of service VM 'face-rec'" in cand.reason
+    assert cand.rate_mbit > 0 and cand.mem_available_mib > 0
+    assert not host.active  # the uplink it brought up is down again
+    stock(bravo.cfg, "face-rec", {"base": "ab" * 32})
+    cand = survey(admin_client, Candidate("cl-bravo", "f-cl-bravo"), SVM_META, "c", "k", 30,
+                  lambda ifname: uplink(tmp_path, host))
+    assert cand.fits and cand.reason == ""
+    # Nothing was recorded on B: the check is not the metadata.
+    assert client.request("GET", "/peer/info")["services"] == []
+
+
+def test_an_unpaired_candidate_is_never_chosen(alpha, tmp_path):
+    cand = survey(AdminClient(str(alpha.cfg.admin_socket)), Candidate("cl-bravo", "f-cl-bravo"),
+                  SVM_META, "c", "k", 30, lambda ifname: uplink(tmp_path, Host()))
+    assert not cand.fits and "not paired with this cloudlet" in cand.reason
