@@ -52,6 +52,7 @@ bench: setup
 	python benchmarks/bench_device_pairing.py
 	python benchmarks/bench_svm_demo.py
 	python benchmarks/bench_ceremonies.py
+	python benchmarks/bench_migration.py
 
 lab-up: setup
 	ansible-playbook playbooks/lab.yml

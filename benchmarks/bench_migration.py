@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Live migration over a shaped tactical link: ours against plain virsh and stop-and-copy.
+
+On a lab of its own ("migb", 10.87.0.0/16: cloudlet-a and cloudlet-b, set up
+and paired), the demo SVM moves back and forth between the two over each
+one's uplink into the other's field network (802.1X-authorized by a first
+migrate.yml run), both directions of both uplinks shaped with
+``tc tbf rate R burst 32kb latency 200ms`` (no netem on this kernel). Each
+row is one method at one rate, medians of ``--runs`` migrations:
+
+* ours: ``migrate.yml`` (the cloudlet_svm_migrate module with its defaults);
+* plain: ``virsh migrate --live --p2p --tls --copy-storage-inc``;
+* stop-and-copy, as the seed's reference did: suspend, then migrate the
+  paused SVM (disk overlay, then memory), resume on the target.
+
+Figures per row:
+
+* total: seconds from the start of the job to the SVM running on the target
+  (the module's own figure; virsh's wall time);
+* downtime: QEMU's (completed job statistics on the target) and the service
+  gap, the longest pause between ping replies from the SVM (every 10 ms, from
+  both cloudlets' SVM bridges: the same clock);
+* wire: bytes through the source's port into the target's network, both
+  ways (the host's interface counters);
+* phys: total / (wire / link rate), 1.0 being the physical limit;
+* ratio: wire / (guest RAM in use + overlay), the RAM in use being the
+  non-zero pages plain's runs sent (QEMU's ``memory_normal_bytes``).
+
+    python benchmarks/bench_migration.py [--runs 3] [--rates 100,20] [--keep]
+
+``--keep`` leaves the lab up (and reuses one left up), for a second run.
+The figures are printed and saved in ``benchmarks/results/migration.json``,
+with a plot in ``migration.png`` when matplotlib is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from timing import ROOT, playbook
+
+LAB, SUBNET = "migb", "10.87.0.0/16"
+A, B = "cloudlet-a", "cloudlet-b"
+SVM, SVM_IP = "demo-counter", "10.200.0.10"
+STORE = f"/var/lib/cloudlet/svm/{SVM}"
+STATE = f"/var/lib/cloudlet-lab/{LAB}"
+METHODS = ("ours", "plain", "stop-and-copy")
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def other(host: str) -> str:
+    return B if host == A else A
+
+
+def uplink(host: str) -> str:
+    return f"f-{other(host)}"[:15]
+
+
+def sh(*args: str, check: bool = True) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def on(host: str, command: str, check: bool = True) -> str:
+    return sh("ssh", "-F", f"{STATE}/ssh_config", host, command, check=check)
+
+
+def host_port(host: str) -> str:
+    """The host end of ``host``'s veth into the other cloudlet's field segment."""
+    inner = json.loads(sh("ip", "netns", "exec", f"{LAB}-{host}", "ip", "-j", "link", "show",
+                          uplink(host)))[0]["link_index"]
+    return next(link["ifname"] for link in json.loads(sh("ip", "-j", "link"))
+                if link["ifindex"] == inner and link.get("master", "").startswith(LAB))
+
+
+def field_address(host: str) -> str:
+    out = sh("ip", "netns", "exec", f"{LAB}-{host}", "ip", "-4", "-o", "addr", "show", "field0")
+    return out.split()[3].split("/")[0]
+
+
+def shape(rate_mbit: int | None) -> None:
+    """tbf on both uplinks, both ways (``None``: unshaped)."""
+    for host in (A, B):
+        for where in (["ip", "netns", "exec", f"{LAB}-{host}"], []):
+            dev = uplink(host) if where else host_port(host)
+            sh(*where, "tc", "qdisc", "del", "dev", dev, "root", check=False)
+            if rate_mbit:
+                sh(*where, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate",
+                   f"{rate_mbit}mbit", "burst", "32kb", "latency", "200ms")
+
+
+def wire_bytes(port: str) -> int:
+    stats = Path("/sys/class/net", port, "statistics")
+    return sum(int((stats / f"{way}_bytes").read_text()) for way in ("rx", "tx"))
+
+
+def holder() -> str:
+    for host in (A, B):
+        if on(host, f"virsh -q domstate {SVM}", check=False).strip() == "running":
+            return host
+    sys.exit("The SVM runs on neither cloudlet.")
+
+
+class Pinger:
+    """ping -D every 10 ms from both cloudlets' SVM bridges; replies' times, merged."""
+
+    def __enter__(self) -> Pinger:
+        self.procs = [subprocess.Popen(
+            ["ip", "netns", "exec", f"{LAB}-{host}", "ping", "-D", "-n", "-i", "0.01", "-W", "1",
+             SVM_IP], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            for host in (A, B)]
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        time.sleep(1)
+        self.replies: list[float] = []
+        for proc in self.procs:
+            proc.terminate()
+            out, _ = proc.communicate(10)
+            self.replies += [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from",
+                                                          out, re.M)]
+        self.replies.sort()
+
+    def longest_gap_ms(self) -> float:
+        pairs = zip(self.replies, self.replies[1:], strict=False)
+        return max((b - a for a, b in pairs), default=0) * 1000
+
+
+def job_stats(target: str) -> dict:
+    """The completed migration's statistics, read on the target."""
+    out = on(target, f"virsh domjobinfo --completed {SVM} --keep-completed", check=False)
+    stats = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        stats[key.strip()] = value.strip()
+    return stats
+
+
+def _number(stats: dict, key: str) -> float:
+    match = re.match(r"([\d.]+)\s*(\w+)?", stats.get(key, ""))
+    if not match:
+        return 0.0
+    unit = {"KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30, "ms": 1}.get(match.group(2) or "", 1)
+    return float(match.group(1)) * unit
+
+
+def prepare_overlay(source: str, target: str) -> None:
+    """What the module makes through libvirt's storage API, made by hand for virsh."""
+    size = on(source, f"qemu-img info --output=json -U {STORE}/overlay.qcow2")
+    virtual = json.loads(size)["virtual-size"]
+    on(target, f"rm -f {STORE}/overlay.qcow2 && qemu-img create -q -f qcow2 -F qcow2 "
+               f"-b {STORE}/base.qcow2 {STORE}/overlay.qcow2 {virtual}")
+
+
+def migrate(method: str, source: str, inventory: list[str]) -> dict:
+    target = other(source)
+    port = host_port(source)
+    if method != "ours":
+        prepare_overlay(source, target)
+    uri = f"qemu+tls://{field_address(target)}/system"
+    common = (f"--p2p --tls --copy-storage-inc --persistent --undefinesource {SVM} {uri} "
+              f"tcp://{field_address(target)}")
+    sent = wire_bytes(port)
+    with Pinger() as pings:
+        start = time.monotonic()
+        if method == "ours":
+            playbook("migrate", *inventory, "-e", f"svm={SVM}", "-e", f"target={target}",
+                     "-e", "migrate_device_wait=0")
+            total = json.loads(on(source, f"cat /run/cloudlet-migrate-{SVM}.json"))["total_s"]
+        elif method == "plain":
+            on(source, f"virsh migrate --live {common}")
+            total = time.monotonic() - start
+        else:
+            on(source, f"virsh suspend {SVM} && virsh migrate {common}")
+            on(target, f"virsh resume {SVM}")
+            total = time.monotonic() - start
+    sent = wire_bytes(port) - sent
+    if method != "ours":
+        on(source, f"rm -f {STORE}/overlay.qcow2")  # as the module does: the target's now
+    stats = job_stats(target)
+    return {"total_s": round(float(total), 2), "downtime_ms": _number(stats, "Total downtime"),
+            "gap_ms": round(pings.longest_gap_ms(), 1), "wire": sent,
+            "normal": _number(stats, "Normal data") or _number(stats, "Memory processed"),
+            "disk": _number(stats, "File processed"),
+            "libvirt": _number(stats, "Memory processed") + _number(stats, "File processed")}
+
+
+def lab_up(inventory: Path, keep: bool) -> list[str]:
+    on_lab = ["-i", str(inventory)]
+    lab = ["-e", f"lab_name={LAB}", "-e", f"lab_subnet={SUBNET}",
+           "-e", f"lab_inventory_path={inventory}",
+           "-e", json.dumps({"lab_machines": [{"name": A, "role": "cloudlet"},
+                                              {"name": B, "role": "cloudlet"}]})]
+    if keep and inventory.exists():
+        return on_lab
+    playbook("lab", *lab)
+    playbook("setup", *on_lab)
+    paired = subprocess.run([str(ROOT / "scripts" / "pair-cloudlets"), A, B, "--", *on_lab,
+                             "-e", "replace=true"], cwd=ROOT, capture_output=True, text=True,
+                            check=False)
+    if paired.returncode != 0:
+        sys.exit(f"pairing failed:\n{paired.stdout}")
+    return on_lab
+
+
+def summary(rows: dict, rates: list[int], touched: float) -> list[str]:
+    lines = [f"{'method':14s} {'rate':>5s} {'total s':>8s} {'qemu ms':>8s} {'gap ms':>7s} "
+             f"{'MiB':>6s} {'phys':>5s} {'ratio':>5s}  runs (total s / gap ms)"]
+    for rate in rates:
+        for method in METHODS:
+            runs = rows[f"{method}@{rate}"]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            phys = med["total_s"] / (med["wire"] * 8 / (rate * 1e6))
+            ratio = med["wire"] / (touched + med["disk"]) if touched else float("nan")
+            each = ", ".join(f"{r['total_s']:.1f}/{r['gap_ms']:.0f}" for r in runs)
+            lines.append(f"{method:14s} {rate:>5d} {med['total_s']:8.2f} {med['downtime_ms']:8.0f} "
+                         f"{med['gap_ms']:7.0f} {med['wire'] / 2**20:6.1f} {phys:5.2f} "
+                         f"{ratio:5.2f}  {each}")
+    return lines
+
+
+def plot(rows: dict, rates: list[int], path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no matplotlib: no plot)")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "total_s", "total (s)"),
+                           (axes[1], "gap_ms", "service gap (ms, log)")):
+        for i, method in enumerate(METHODS):
+            values = [statistics.median(r[key] for r in rows[f"{method}@{rate}"])
+                      for rate in rates]
+            ax.bar([j + i * 0.25 for j in range(len(rates))], values, 0.25, label=method)
+        ax.set_xticks([j + 0.25 for j in range(len(rates))], [f"{r} Mbit/s" for r in rates])
+        ax.set_ylabel(label)
+        if key == "gap_ms":
+            ax.set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rates", default="100,20")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+
+    scratch = Path(tempfile.gettempdir()) / f"bench-migration-{LAB}"
+    scratch.mkdir(exist_ok=True)
+    if not (scratch / "group_vars").exists():
+        (scratch / "group_vars").symlink_to(ROOT / "inventories" / "lab" / "group_vars")
+    os.environ["CLOUDLET_CONTROL_DIR"] = str(scratch / "control")
+    inventory = scratch / "hosts.yml"
+    rows: dict[str, list[dict]] = {}
+    try:
+        on_lab = lab_up(inventory, args.keep)
+        shape(None)
+        # A first move each way authorizes both uplinks (802.1X) for virsh's runs.
+        for _ in range(2):
+            migrate("ours", holder(), on_lab)
+        for rate in rates:
+            shape(rate)
+            for method in METHODS:
+                rows[f"{method}@{rate}"] = [migrate(method, holder(), on_lab)
+                                            for _ in range(args.runs)]
+                print(f"{method}@{rate}: {rows[f'{method}@{rate}']}", flush=True)
+        shape(None)
+    finally:
+        if not args.keep:
+            playbook("lab", "-e", f"lab_name={LAB}", "-e", "lab_state=absent")
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    touched = statistics.median(r["normal"] for rate in rates for r in rows[f"plain@{rate}"])
+    print(f"\nlink: tc tbf rate R burst 32kb latency 200ms, both ways; {os.cpu_count()} CPUs; "
+          f"guest RAM in use {touched / 2**20:.1f} MiB (plain's non-zero pages)")
+    lines = summary(rows, rates, touched)
+    print("\n".join(lines))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "migration.json").write_text(json.dumps(
+        {"link": "tbf burst 32kb latency 200ms", "rates_mbit": rates, "runs": rows,
+         "touched_bytes": touched, "table": lines}, indent=1))
+    plot(rows, rates, RESULTS / "migration.png")
+
+
+if __name__ == "__main__":
+    main()
