@@ -50,7 +50,7 @@ class Settings:
     """How the migration uses the link; 0 and "" mean libvirt's default."""
 
     bandwidth_mib: int = 0  # MiB/s cap on QEMU's stream
-    compression: str = "mt"  # "", "mt" or "xbzrle"
+    compression: str = ""  # "" (none) or "xbzrle"; QEMU 7.2's "mt" corrupts guests
     max_downtime_ms: int = 50
     timeout: float = 900.0
     stall: float = 30.0  # seconds without a byte moved before the job is aborted
@@ -355,7 +355,12 @@ def migrate_svm(conn: Any, dconn: Any, client: PeerClient, name: str, meta: dict
     figures = dict(last)
     try:
         done = dconn.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-        figures.update({k: v for k, v in summarise(done).items() if v})
+        final = summarise(done)
+        if not done.get("disk_processed"):
+            # The target's completed job counts memory only (the disk went by NBD,
+            # its figures in the source's running job): add the disk copied.
+            final["bytes"] += round(last.get("disk_total_mib", 0) * MIB)
+        figures.update({k: v for k, v in final.items() if v})
     except libvirt.libvirtError:
         pass
     Path(overlay).unlink(missing_ok=True)  # the SVM's disk is the target's now; ours is stale
