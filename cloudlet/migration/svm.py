@@ -355,12 +355,7 @@ def migrate_svm(conn: Any, dconn: Any, client: PeerClient, name: str, meta: dict
     figures = dict(last)
     try:
         done = dconn.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-        final = summarise(done)
-        if not done.get("disk_processed"):
-            # The target's completed job counts memory only (the disk went by NBD,
-            # its figures in the source's running job): add the disk copied.
-            final["bytes"] += round(last.get("disk_total_mib", 0) * MIB)
-        figures.update({k: v for k, v in final.items() if v})
+        figures.update({k: v for k, v in summarise(done).items() if v})
     except libvirt.libvirtError:
         pass
     Path(overlay).unlink(missing_ok=True)  # the SVM's disk is the target's now; ours is stale
