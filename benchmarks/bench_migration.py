@@ -49,6 +49,8 @@ from pathlib import Path
 
 from timing import ROOT, playbook
 
+from cloudlet.lab.topology import field_ifname
+
 LAB, SUBNET = "migb", "10.87.0.0/16"
 A, B = "cloudlet-a", "cloudlet-b"
 SVM, SVM_IP = "demo-counter", "10.200.0.10"
@@ -63,7 +65,7 @@ def other(host: str) -> str:
 
 
 def uplink(host: str) -> str:
-    return f"f-{other(host)}"[:15]
+    return field_ifname(other(host))
 
 
 def sh(*args: str, check: bool = True) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from cloudlet.errors import LabError
 
-__all__ = ["Link", "Machine", "Plan", "plan"]
+__all__ = ["Link", "Machine", "Plan", "field_ifname", "plan"]
 
 ROLES = ("cloudlet", "device")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -99,7 +99,7 @@ class Plan:
         }
 
 
-def _field_ifname(cloudlet: str) -> str:
+def field_ifname(cloudlet: str) -> str:
     name = f"f-{cloudlet}"
     if len(name) > IFNAMSIZ:
         name = name[:IFNAMSIZ]
@@ -149,7 +149,7 @@ def plan(lab: str, subnet: str, machines: list[dict]) -> Plan:
         raise LabError("The lab holds at most 200 machines.")
     if len(cloudlets) > len(segments) - 2:
         raise LabError("Too many cloudlets for the lab subnet.")
-    field_names = [_field_ifname(c) for c in cloudlets]
+    field_names = [field_ifname(c) for c in cloudlets]
     if len(set(field_names)) != len(field_names):
         raise LabError(
             "Two cloudlet names share their first 13 characters.",
@@ -174,14 +174,14 @@ def plan(lab: str, subnet: str, machines: list[dict]) -> Plan:
         if role == "cloudlet":
             wanted.append(("pair", "pair0", host))
             wanted.append((field_of[name], "field0", 1))
-            wanted += [(field_of[c], _field_ifname(c), host) for c in cloudlets if c != name]
+            wanted += [(field_of[c], field_ifname(c), host) for c in cloudlets if c != name]
             home = None
         else:
             home = m.get("home") or (cloudlets[0] if cloudlets else None)
             if home is not None and home not in field_of:
                 raise LabError(f"Device {name} names home {home!r}, which is not a cloudlet.")
             # No static address: the cloudlet's DHCP answers after 802.1X.
-            wanted += [(field_of[c], _field_ifname(c), None) for c in cloudlets]
+            wanted += [(field_of[c], field_ifname(c), None) for c in cloudlets]
         links = tuple(
             Link(
                 segment=seg,

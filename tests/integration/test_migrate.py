@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from test_pair_cloudlets import pair_both
 
+from cloudlet.lab.topology import field_ifname
+
 A, B, C = "cloudlet-a", "cloudlet-b", "cloudlet-c"
 SVM = "demo-counter"
 URL = f"http://{SVM}.svm.mission.internal/"
@@ -271,7 +273,7 @@ def test_a_second_run_with_the_svm_on_b_changes_nothing(lab, mission):
 def shape(lab, host: str, peer: str, rate: str | None) -> None:
     """tbf both ways on ``host``'s veth into ``peer``'s field network (``None``: unshaped):
     a tactical radio's rate, with 200 ms of queue."""
-    ifname = f"f-{peer}"[:15]
+    ifname = field_ifname(peer)
     port = lab.host_port(host, ifname)
     if rate is None:
         lab.ssh(host, f"tc qdisc del dev {ifname} root", check=False)
