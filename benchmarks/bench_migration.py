@@ -6,7 +6,10 @@ and paired), the demo SVM moves back and forth between the two over each
 one's uplink into the other's field network (802.1X-authorized by a first
 migrate.yml run), both directions of both uplinks shaped with
 ``tc tbf rate R burst 32kb latency 200ms`` (no netem on this kernel). Each
-row is one method at one rate, medians of ``--runs`` migrations:
+row is one method at one rate with one workload of the demo SVM, chosen at
+its boot (``svm.workload=``): *light*, the counter service only, and
+*dirtying*, 96 MiB of random and 96 MiB of text data in RAM, about 1 MiB/s
+of it rewritten. Medians of ``--runs`` migrations:
 
 * ours: ``migrate.yml`` (the cloudlet_svm_migrate module with its defaults);
 * plain: ``virsh migrate --live --p2p --tls --copy-storage-inc``;
@@ -26,7 +29,8 @@ Figures per row:
 * ratio: wire / (guest RAM in use + overlay), the RAM in use being the
   non-zero pages plain's runs sent (QEMU's ``memory_normal_bytes``).
 
-    python benchmarks/bench_migration.py [--runs 3] [--rates 100,20] [--keep]
+    python benchmarks/bench_migration.py [--runs 3] [--rates 100,20]
+                                         [--workloads light,dirtying] [--keep]
 
 ``--keep`` leaves the lab up (and reuses one left up), for a second run.
 The figures are printed and saved in ``benchmarks/results/migration.json``,
@@ -57,6 +61,7 @@ SVM, SVM_IP = "demo-counter", "10.200.0.10"
 STORE = f"/var/lib/cloudlet/svm/{SVM}"
 STATE = f"/var/lib/cloudlet-lab/{LAB}"
 METHODS = ("ours", "plain", "stop-and-copy")
+CONSOLE = f"/var/log/libvirt/qemu/{SVM}-console.log"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -154,12 +159,28 @@ def answering(host: str, wait: int = 10) -> bool:
 
 def revive(host: str) -> str:
     """A guest the move broke: its console's last words, then a fresh boot on ``host``."""
-    console = on(host, f"grep -m1 -E 'BUG|not a head|protection fault|panic' "
-                       f"/var/log/libvirt/qemu/{SVM}-console.log", check=False).strip()
+    console = on(host, f"grep -m1 -E 'BUG|not a head|protection fault|panic' {CONSOLE}",
+                 check=False).strip()
     on(host, f"virsh destroy {SVM}; virsh start {SVM}", check=False)
     if not answering(host, 90):
         sys.exit(f"The SVM does not come back on {host}.")
     return console
+
+
+def boot(workload: str, inventory: list[str]) -> None:
+    """The SVM booted again where it is, with ``workload``, the way an admin sets it:
+    the role's boot_options, then a restart; back once the guest says it is ready."""
+    host = holder()
+    service = {"name": SVM, "image": "demo", "address": f"{SVM_IP}/24",
+               "boot_options": [f"svm.workload={workload}"]}
+    playbook("setup", *inventory, "--limit", host, "-e", json.dumps(
+        {"cloudlet_svm_store_services": [service], "cloudlet_svm_store_run": [SVM]}))
+    on(host, f"virsh destroy {SVM}; virsh start {SVM}")
+    deadline = time.monotonic() + 180
+    while "SVM-READY" not in on(host, f"cat {CONSOLE}", check=False):
+        if time.monotonic() > deadline:
+            sys.exit(f"The SVM did not boot with the {workload} workload on {host}.")
+        time.sleep(2)
 
 
 def job_stats(target: str) -> dict:
@@ -246,12 +267,14 @@ def lab_up(inventory: Path, keep: bool) -> list[str]:
     return on_lab
 
 
-def summary(rows: dict, rates: list[int], touched: float) -> list[str]:
-    lines = [f"{'method':14s} {'rate':>5s} {'total s':>8s} {'qemu ms':>8s} {'gap ms':>7s} "
+def summary(rows: dict, rates: list[int], workload: str, touched: float) -> list[str]:
+    lines = [f"{workload} workload: guest RAM in use {touched / 2**20:.1f} MiB (plain's "
+             f"non-zero pages)",
+             f"{'method':14s} {'rate':>5s} {'total s':>8s} {'qemu ms':>8s} {'gap ms':>7s} "
              f"{'MiB':>6s} {'phys':>5s} {'ratio':>5s}  runs (total s / gap ms)"]
     for rate in rates:
         for method in METHODS:
-            every = rows[f"{method}@{rate}"]
+            every = rows[f"{workload}/{method}@{rate}"]
             runs = [r for r in every if not r["broken"]] or every
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "broken"}
             phys = med["total_s"] / (med["wire"] * 8 / (rate * 1e6))
@@ -264,7 +287,7 @@ def summary(rows: dict, rates: list[int], touched: float) -> list[str]:
     return lines
 
 
-def plot(rows: dict, rates: list[int], path: Path) -> None:
+def plot(rows: dict, rates: list[int], workloads: list[str], path: Path) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -272,18 +295,22 @@ def plot(rows: dict, rates: list[int], path: Path) -> None:
     except ImportError:
         print("(no matplotlib: no plot)")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "total_s", "total (s)"),
-                           (axes[1], "gap_ms", "service gap (ms, log)")):
-        for i, method in enumerate(METHODS):
-            values = [statistics.median(r[key] for r in rows[f"{method}@{rate}"])
-                      for rate in rates]
-            ax.bar([j + i * 0.25 for j in range(len(rates))], values, 0.25, label=method)
-        ax.set_xticks([j + 0.25 for j in range(len(rates))], [f"{r} Mbit/s" for r in rates])
-        ax.set_ylabel(label)
-        if key == "gap_ms":
-            ax.set_yscale("log")
-    axes[0].legend()
+    fig, axes = plt.subplots(len(workloads), 2, figsize=(10, 4 * len(workloads)),
+                             squeeze=False)
+    for row, workload in zip(axes, workloads, strict=True):
+        for ax, key, label in ((row[0], "total_s", "total (s)"),
+                               (row[1], "gap_ms", "service gap (ms, log)")):
+            for i, method in enumerate(METHODS):
+                values = [statistics.median(r[key] for r in rows[f"{workload}/{method}@{rate}"])
+                          for rate in rates]
+                ax.bar([j + i * 0.25 for j in range(len(rates))], values, 0.25, label=method)
+            ax.set_xticks([j + 0.25 for j in range(len(rates))],
+                          [f"{r} Mbit/s" for r in rates])
+            ax.set_ylabel(label)
+            ax.set_title(f"{workload} workload")
+            if key == "gap_ms":
+                ax.set_yscale("log")
+    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path)
     print(f"plot: {path}")
@@ -293,9 +320,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rates", default="100,20")
+    parser.add_argument("--workloads", default="light,dirtying")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
+    workloads = args.workloads.split(",")
+    if not set(workloads) <= {"light", "dirtying"}:
+        parser.error("--workloads: light and dirtying only")
 
     scratch = Path(tempfile.gettempdir()) / f"bench-migration-{LAB}"
     scratch.mkdir(exist_ok=True)
@@ -312,28 +343,33 @@ def main() -> None:
         # A first move each way authorizes both uplinks (802.1X) for virsh's runs.
         for _ in range(2):
             migrate("ours", holder(), on_lab)
-        for rate in rates:
-            shape(rate)
-            for method in METHODS:
-                rows[f"{method}@{rate}"] = [migrate(method, holder(), on_lab)
-                                            for _ in range(args.runs)]
-                print(f"{method}@{rate}: {rows[f'{method}@{rate}']}", flush=True)
+        for workload in workloads:
+            shape(None)
+            boot(workload, on_lab)
+            for rate in rates:
+                shape(rate)
+                for method in METHODS:
+                    row = f"{workload}/{method}@{rate}"
+                    rows[row] = [migrate(method, holder(), on_lab) for _ in range(args.runs)]
+                    print(f"{row}: {rows[row]}", flush=True)
         shape(None)
     finally:
         if not args.keep:
             playbook("lab", "-e", f"lab_name={LAB}", "-e", "lab_state=absent")
             shutil.rmtree(scratch, ignore_errors=True)
 
-    touched = statistics.median(r["normal"] for rate in rates for r in rows[f"plain@{rate}"])
-    print(f"\nlink: tc tbf rate R burst 32kb latency 200ms, both ways; {os.cpu_count()} CPUs; "
-          f"guest RAM in use {touched / 2**20:.1f} MiB (plain's non-zero pages)")
-    lines = summary(rows, rates, touched)
+    print(f"\nlink: tc tbf rate R burst 32kb latency 200ms, both ways; {os.cpu_count()} CPUs")
+    touched, lines = {}, []
+    for workload in workloads:
+        touched[workload] = statistics.median(r["normal"] for rate in rates
+                                              for r in rows[f"{workload}/plain@{rate}"])
+        lines += summary(rows, rates, workload, touched[workload])
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "migration.json").write_text(json.dumps(
         {"link": "tbf burst 32kb latency 200ms", "rates_mbit": rates, "runs": rows,
          "touched_bytes": touched, "table": lines}, indent=1))
-    plot(rows, rates, RESULTS / "migration.png")
+    plot(rows, rates, workloads, RESULTS / "migration.png")
 
 
 if __name__ == "__main__":

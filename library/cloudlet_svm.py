@@ -85,6 +85,14 @@ options:
     description:
       - Host name the SVM reports (C(svm.hostname=)). Defaults to O(name).
     type: str
+  boot_options:
+    description:
+      - Extra C(svm.NAME=VALUE) words for the SVM's kernel command line, read by
+        its C(/init) at boot; the demo SVM knows C(svm.workload=light|dirtying).
+      - A change redefines the domain; it takes effect at the SVM's next boot.
+    type: list
+    elements: str
+    default: []
   mac:
     description:
       - MAC address of the SVM's NIC. Defaults to one derived from O(name), the
@@ -223,6 +231,7 @@ def run(module, conn):
         mac=p["mac"],
         console_log=p["console_log"],
         verify_overlay=p["verify_overlay"],
+        boot_options=p["boot_options"],
     )
     out = domain.ensure(conn, cfg, p["state"], check_mode=module.check_mode)
     result = dict(
@@ -256,6 +265,7 @@ def main():
             address=dict(type="str"),
             gateway=dict(type="str"),
             hostname=dict(type="str"),
+            boot_options=dict(type="list", elements="str", default=[]),
             mac=dict(type="str"),
             console_log=dict(type="path"),
             verify_overlay=dict(type="bool", default=True),

@@ -52,12 +52,12 @@ MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
 SERVICE = {
     "id": "demo-counter",
     "label": "counter",
-    "memory_mib": 128,
+    "memory_mib": 384,  # room for the dirtying workload's 192 MiB (svm.workload=)
     "vcpus": 1,
     "ports": [{"guest": 80, "protocol": "tcp", "name": "http"}],
     "cmdline": "console=ttyS0 quiet",
 }
-GUEST_FILES = ("init.sh", "counter.sh", "udhcpc.sh")
+GUEST_FILES = ("init.sh", "counter.sh", "udhcpc.sh", "load.sh")
 # The base disk is the size of a small real service image: it holds DATA_MIB of
 # data standing in for the OS and application files (pseudo-random from the
 # recipe: reproducible, and no compression makes a full copy of it look small),
@@ -239,7 +239,7 @@ def write_cpio(entries: Iterable[tuple[str, int, bytes | int]], out: Path) -> No
 
 
 def _initramfs(bb_root: Path, k_root: Path, scripts: dict[str, str], out: Path) -> list[str]:
-    """The whole guest userland: busybox, our three scripts and the virtio modules."""
+    """The whole guest userland: busybox, our scripts and the virtio modules."""
     (mod_dir,) = (k_root / "lib/modules").iterdir()
     mods = load_order(mod_dir, MODULES)
     dirs = {"bin", "dev", "proc", "sys", "run", "data", "etc", "www/cgi-bin"}
@@ -254,6 +254,7 @@ def _initramfs(bb_root: Path, k_root: Path, scripts: dict[str, str], out: Path) 
         ("init", 0o100755, scripts["init.sh"].encode()),
         ("etc/udhcpc.script", 0o100755, scripts["udhcpc.sh"].encode()),
         ("www/cgi-bin/index.cgi", 0o100755, scripts["counter.sh"].encode()),
+        ("bin/load.sh", 0o100755, scripts["load.sh"].encode()),
         ("lib/modules/load.order", 0o100644, "".join(m + "\n" for m in mods).encode()),
     ]
     entries += [(f"lib/modules/{m}", 0o100644, (mod_dir / m).read_bytes()) for m in mods]

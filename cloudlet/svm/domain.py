@@ -74,6 +74,8 @@ _VIR_DOMAIN_AFFECT_CONFIG = 2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})*$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+# Extra svm.* words for the SVM's /init; those with options of their own are not among them.
+_BOOT_OPTION = re.compile(r"^svm\.(?!(ip|gw|hostname|dhcp)=)[a-z_]{1,32}=[A-Za-z0-9._-]{1,64}$")
 _UUID_NS = uuid.UUID("5b0c5b7e-3f57-4b8e-9a37-6c0e1d1b7a10")
 
 
@@ -92,6 +94,7 @@ class SvmConfig:
     mac: str | None = None
     console_log: str | None = None
     verify_overlay: bool = True
+    boot_options: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -132,6 +135,15 @@ class SvmConfig:
                 raise CloudletError(f"MAC address {self.mac!r} is not a unicast MAC "
                                     "like 52:54:00:12:34:56.")
             object.__setattr__(self, "mac", mac)
+        options = tuple(self.boot_options or ())
+        bad = [o for o in options if not isinstance(o, str) or not _BOOT_OPTION.match(o)]
+        if bad:
+            raise CloudletError(f"SVM boot options {bad!r} are not svm.NAME=VALUE words.",
+                                "The SVM's /init reads svm.* options, like "
+                                "svm.workload=dirtying; values are letters, digits, '.', '_' "
+                                "or '-'. Address, gateway and host name have options of "
+                                "their own.")
+        object.__setattr__(self, "boot_options", options)
 
 
 # --- the manifest and its files ------------------------------------------------------------
@@ -204,6 +216,7 @@ def kernel_cmdline(manifest: dict, cfg: SvmConfig) -> str:
         words += [f"svm.ip={cfg.address}", "svm.dhcp=0"]
     if cfg.gateway:
         words.append(f"svm.gw={cfg.gateway}")
+    words += cfg.boot_options
     return " ".join(words)
 
 

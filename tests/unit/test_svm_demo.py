@@ -89,7 +89,7 @@ def fake_image(directory: Path, key: str = "0123456789abcdef") -> Path:
 def test_manifest_names_every_file_with_its_digest_and_the_service(tmp_path):
     manifest = demo.verify_manifest(fake_image(tmp_path))
     assert set(manifest["files"]) == {"kernel", "initrd", "base", "overlay"}
-    assert manifest["label"] == "counter" and manifest["memory_mib"] == 128
+    assert manifest["label"] == "counter" and manifest["memory_mib"] == 384
     assert manifest["ports"] == [{"guest": 80, "protocol": "tcp", "name": "http"}]
     assert manifest["modules"] == ["virtio"]
 
@@ -234,12 +234,14 @@ def test_load_order_names_a_missing_module(tmp_path):
 @pytest.mark.parametrize(
     ("cmdline", "parsed"),
     [
-        ("console=ttyS0 quiet", "ip= gw= hostname=svm-counter dhcp=1"),
+        ("console=ttyS0 quiet", "ip= gw= hostname=svm-counter dhcp=1 workload=light"),
         ("console=ttyS0 svm.ip=10.0.0.5/24 svm.gw=10.0.0.1 svm.hostname=alpha svm.dhcp=0",
-         "ip=10.0.0.5/24 gw=10.0.0.1 hostname=alpha dhcp=0"),
-        ("svm.ip=10.0.0.7", "ip=10.0.0.7/24 gw= hostname=svm-counter dhcp=1"),
+         "ip=10.0.0.5/24 gw=10.0.0.1 hostname=alpha dhcp=0 workload=light"),
+        ("svm.ip=10.0.0.7", "ip=10.0.0.7/24 gw= hostname=svm-counter dhcp=1 workload=light"),
         ("svm.ip=10.0.0.5;reboot svm.gw=gw svm.hostname=a$b *",
-         "ip= gw= hostname=svm-counter dhcp=1"),
+         "ip= gw= hostname=svm-counter dhcp=1 workload=light"),
+        ("svm.workload=dirtying", "ip= gw= hostname=svm-counter dhcp=1 workload=dirtying"),
+        ("svm.workload=;reboot", "ip= gw= hostname=svm-counter dhcp=1 workload=light"),
     ],
 )
 def test_init_parses_the_kernel_command_line(tmp_path, cmdline, parsed):

@@ -95,8 +95,9 @@ def test_xml_escapes_and_keeps_uuid_and_metadata(svm_dir):
 def test_spec_digest_follows_what_matters(svm_dir):
     manifest = domain.load_manifest(svm_dir / "manifest.json")
     digests = {domain.spec_digest(manifest, cfg(svm_dir, **kw)) for kw in (
-        {}, {"domain_type": "qemu"}, {"address": "10.200.0.10/24"}, {"bridge": "br1"})}
-    assert len(digests) == 4
+        {}, {"domain_type": "qemu"}, {"address": "10.200.0.10/24"}, {"bridge": "br1"},
+        {"boot_options": ["svm.workload=dirtying"]})}
+    assert len(digests) == 5
     assert domain.spec_digest(manifest, cfg(svm_dir)) == domain.spec_digest(manifest, cfg(svm_dir))
 
 
@@ -104,11 +105,21 @@ def test_spec_digest_follows_what_matters(svm_dir):
     {"domain_type": "xen"}, {"domain_type": ""}, {"name": "bad name"}, {"name": "../x"},
     {"address": "10.200.0.300/24"}, {"address": "fe80::1/64"}, {"gateway": "nope"},
     {"hostname": "-bad"}, {"mac": "01:00:00:00:00:01"}, {"mac": "zz"}, {"network": "a b"},
-    {"bridge": None}, {"bridge": "br 0"},
+    {"bridge": None}, {"bridge": "br 0"}, {"boot_options": ["quiet"]},
+    {"boot_options": ["init=/bin/sh"]}, {"boot_options": ["svm.ip=10.0.0.9/24"]},
+    {"boot_options": ["svm.workload=a b"]}, {"boot_options": ["svm.workload=x;reboot"]},
 ])
 def test_bad_configuration_is_refused_with_a_clear_error(svm_dir, kw):
     with pytest.raises(CloudletError):
         cfg(svm_dir, **kw)
+
+
+def test_boot_options_follow_the_svm_settings_on_the_kernel_command_line(svm_dir):
+    manifest = domain.load_manifest(svm_dir / "manifest.json")
+    line = domain.kernel_cmdline(manifest, cfg(svm_dir, address="10.200.0.10/24",
+                                               boot_options=["svm.workload=dirtying"]))
+    assert line.split() == ["console=ttyS0", "quiet", "svm.hostname=demo-counter",
+                            "svm.ip=10.200.0.10/24", "svm.dhcp=0", "svm.workload=dirtying"]
 
 
 # -- image checks ----------------------------------------------------------------------------

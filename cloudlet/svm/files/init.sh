@@ -10,16 +10,18 @@
 #   svm.gw=A.B.C.D     default gateway for the static address
 #   svm.hostname=NAME  hostname reported by the service (default svm-counter)
 #   svm.dhcp=0         skip DHCP (saves ~3 s where no DHCP server exists)
+#   svm.workload=NAME  light (default: the counter service only) or dirtying
+#                      (also 192 MiB of data in RAM, rewritten ~1 MiB/s: load.sh)
 #
 # SVM_PARSE_ONLY=FILE parses FILE as the command line, prints the result and
 # exits; the unit tests use it on the host.
 
 log() { echo "svm-init: $*"; }
 
-# Sets SVM_IP, SVM_GW, SVM_HOSTNAME and SVM_DHCP from a command line string.
+# Sets SVM_IP, SVM_GW, SVM_HOSTNAME, SVM_DHCP and SVM_WORKLOAD from a command line string.
 # Malformed values are dropped with a warning rather than half-applied.
 parse_cmdline() {
-    SVM_IP='' SVM_GW='' SVM_HOSTNAME=svm-counter SVM_DHCP=1
+    SVM_IP='' SVM_GW='' SVM_HOSTNAME=svm-counter SVM_DHCP=1 SVM_WORKLOAD=light
     set -f  # split words, never glob them
     for word in $1; do
         case "$word" in
@@ -27,6 +29,7 @@ parse_cmdline() {
             svm.gw=*) SVM_GW=${word#*=} ;;
             svm.hostname=*) SVM_HOSTNAME=${word#*=} ;;
             svm.dhcp=*) SVM_DHCP=${word#*=} ;;
+            svm.workload=*) SVM_WORKLOAD=${word#*=} ;;
         esac
     done
     set +f
@@ -43,11 +46,15 @@ parse_cmdline() {
         '' | *[!A-Za-z0-9.-]*) log "ignoring malformed svm.hostname"; SVM_HOSTNAME=svm-counter ;;
     esac
     [ "$SVM_DHCP" = 0 ] || SVM_DHCP=1
+    case "$SVM_WORKLOAD" in
+        light | dirtying) ;;
+        *) log "ignoring unknown svm.workload"; SVM_WORKLOAD=light ;;
+    esac
 }
 
 if [ -n "$SVM_PARSE_ONLY" ]; then
     parse_cmdline "$(cat "$SVM_PARSE_ONLY")"
-    echo "ip=$SVM_IP gw=$SVM_GW hostname=$SVM_HOSTNAME dhcp=$SVM_DHCP"
+    echo "ip=$SVM_IP gw=$SVM_GW hostname=$SVM_HOSTNAME dhcp=$SVM_DHCP workload=$SVM_WORKLOAD"
     exit 0
 fi
 
@@ -103,6 +110,18 @@ serve() {
     done
 }
 serve &
+
+# The dirtying workload is in place before the service says it is ready, so
+# a migration started on that line moves a busy guest.
+if [ "$SVM_WORKLOAD" = dirtying ]; then
+    mkdir -p /run/load
+    if mount -t tmpfs -o size=200m tmpfs /run/load && sh /bin/load.sh fill; then
+        sh /bin/load.sh dirty &
+        log "dirtying workload: $(du -sm /run/load | cut -f1) MiB in RAM"
+    else
+        log "the dirtying workload could not fill /run/load"
+    fi
+fi
 
 # Announce readiness only once port 80 listens, so a client that waits for
 # this line never meets a refused connection.
