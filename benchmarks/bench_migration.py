@@ -33,8 +33,9 @@ Figures per row:
                                          [--workloads light,dirtying] [--keep]
 
 ``--keep`` leaves the lab up (and reuses one left up), for a second run.
-The figures are printed and saved in ``benchmarks/results/migration.json``,
-with a plot in ``migration.png`` when matplotlib is there.
+The figures are printed and saved in ``benchmarks/results/``, named after
+the run (``migration-light-dirtying-100-20.json`` by default), with a plot
+beside it (``.png``) when matplotlib is there.
 """
 
 from __future__ import annotations
@@ -158,13 +159,22 @@ def answering(host: str, wait: int = 10) -> bool:
 
 
 def revive(host: str) -> str:
-    """A guest the move broke: its console's last words, then a fresh boot on ``host``."""
+    """A guest the move broke: its console's first words of trouble, then a fresh boot."""
     console = on(host, f"grep -m1 -E 'BUG|not a head|protection fault|panic' {CONSOLE}",
                  check=False).strip()
-    on(host, f"virsh destroy {SVM}; virsh start {SVM}", check=False)
-    if not answering(host, 90):
-        sys.exit(f"The SVM does not come back on {host}.")
+    restart(host)
     return console
+
+
+def restart(host: str) -> None:
+    """A fresh boot of the SVM on ``host``; back once the guest says it is ready (the
+    dirtying workload fills its RAM first)."""
+    on(host, f"virsh destroy {SVM}; virsh start {SVM}", check=False)
+    deadline = time.monotonic() + 180
+    while "SVM-READY" not in on(host, f"cat {CONSOLE}", check=False):
+        if time.monotonic() > deadline:
+            sys.exit(f"The SVM does not come back on {host}.")
+        time.sleep(2)
 
 
 def boot(workload: str, inventory: list[str]) -> None:
@@ -175,12 +185,7 @@ def boot(workload: str, inventory: list[str]) -> None:
                "boot_options": [f"svm.workload={workload}"]}
     playbook("setup", *inventory, "--limit", host, "-e", json.dumps(
         {"cloudlet_svm_store_services": [service], "cloudlet_svm_store_run": [SVM]}))
-    on(host, f"virsh destroy {SVM}; virsh start {SVM}")
-    deadline = time.monotonic() + 180
-    while "SVM-READY" not in on(host, f"cat {CONSOLE}", check=False):
-        if time.monotonic() > deadline:
-            sys.exit(f"The SVM did not boot with the {workload} workload on {host}.")
-        time.sleep(2)
+    restart(host)
 
 
 def job_stats(target: str) -> dict:
@@ -366,10 +371,11 @@ def main() -> None:
         lines += summary(rows, rates, workload, touched[workload])
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "migration.json").write_text(json.dumps(
+    name = "-".join(["migration", *workloads, *map(str, rates)])
+    (RESULTS / f"{name}.json").write_text(json.dumps(
         {"link": "tbf burst 32kb latency 200ms", "rates_mbit": rates, "runs": rows,
          "touched_bytes": touched, "table": lines}, indent=1))
-    plot(rows, rates, workloads, RESULTS / "migration.png")
+    plot(rows, rates, workloads, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
