@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Wall time of the ceremonies on a lab of their own: setup (first and second
 run), delivery, device pairing (pair_device.yml for device-1: pairing
-request, issue, seal, import, 802.1X join and DHCP) and cloudlet pairing
+request, issue, seal, import, 802.1X join and DHCP), cloudlet pairing
 (both sides together, from the host side's start to both sides' end, over
-the lab's pairing segment), as medians
-over several fresh labs, and the tasks that take the most time in the first
-setup (from ansible-runner's job events).
+the lab's pairing segment), migration (migrate.yml moving the demo SVM from
+cloudlet-a to cloudlet-b, unshaped, until device-1 has followed it) and the
+whole mission (those five back to back, from the first setup's start to the
+migration's end; the second setup runs after it), as medians over several
+fresh labs, and the tasks that take the most time in the first setup (from
+ansible-runner's job events).
 
     python benchmarks/bench_ceremonies.py [--runs 3]
 
@@ -53,22 +56,27 @@ def main() -> None:
     # cloudlet_control_dir and the audit callback both follow it.
     os.environ["CLOUDLET_CONTROL_DIR"] = str(scratch / "control")
     on_lab = ["-i", str(inventory)]
-    times: dict[str, list[float]] = {"setup, first run": [], "setup, second run": [],
-                                     "delivery": [], "device pairing": [],
-                                     "cloudlet pairing": []}
+    times: dict[str, list[float]] = {"setup, first run": [], "delivery": [],
+                                     "device pairing": [], "cloudlet pairing": [],
+                                     "migration": [], "whole mission": [],
+                                     "setup, second run": []}
     slowest = []
     try:
         for _ in range(args.runs):
             timed_playbook("lab", *lab, "-e", "lab_state=absent")
             timed_playbook("lab", *lab)
+            start = time.monotonic()
             first = playbook("setup", *on_lab)
             times["setup, first run"].append(first.seconds)
             slowest = first.slowest(8)
-            times["setup, second run"].append(timed_playbook("setup", *on_lab))
             times["delivery"].append(timed_playbook("delivery", *on_lab))
             times["device pairing"].append(
                 timed_playbook("pair_device", *on_lab, "-e", "device=device-1"))
             times["cloudlet pairing"].append(pair_cloudlets(on_lab))
+            times["migration"].append(timed_playbook(
+                "migrate", *on_lab, "-e", "svm=demo-counter", "-e", "target=cloudlet-b"))
+            times["whole mission"].append(time.monotonic() - start)
+            times["setup, second run"].append(timed_playbook("setup", *on_lab))
     finally:
         timed_playbook("lab", *lab, "-e", "lab_state=absent")
         shutil.rmtree(scratch, ignore_errors=True)
