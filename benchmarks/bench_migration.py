@@ -52,13 +52,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from timing import ROOT, playbook
 
 from cloudlet.lab.topology import field_ifname
 
 LAB, SUBNET = "migb", "10.87.0.0/16"
 A, B = "cloudlet-a", "cloudlet-b"
-SVM, SVM_IP = "demo-counter", "10.200.0.10"
+SVM = "demo-counter"
+# The store role's catalog entry for it, as every cloudlet runs it by default.
+SERVICE = next(s for s in yaml.safe_load(
+    (ROOT / "roles/cloudlet_svm_store/defaults/main.yml").read_text())[
+        "cloudlet_svm_store_services"] if s["name"] == SVM)
+SVM_IP = SERVICE["address"].split("/")[0]
 STORE = f"/var/lib/cloudlet/svm/{SVM}"
 STATE = f"/var/lib/cloudlet-lab/{LAB}"
 METHODS = ("ours", "plain", "stop-and-copy")
@@ -181,8 +187,7 @@ def boot(workload: str, inventory: list[str]) -> None:
     """The SVM booted again where it is, with ``workload``, the way an admin sets it:
     the role's boot_options, then a restart; back once the guest says it is ready."""
     host = holder()
-    service = {"name": SVM, "image": "demo", "address": f"{SVM_IP}/24",
-               "boot_options": [f"svm.workload={workload}"]}
+    service = {**SERVICE, "boot_options": [f"svm.workload={workload}"]}
     playbook("setup", *inventory, "--limit", host, "-e", json.dumps(
         {"cloudlet_svm_store_services": [service], "cloudlet_svm_store_run": [SVM]}))
     restart(host)
