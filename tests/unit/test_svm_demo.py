@@ -269,3 +269,23 @@ def test_counter_loses_no_increment_under_concurrent_requests(tmp_path):
     assert {a["service"] for a in answers} == {"counter"}
     assert (tmp_path / "counter").read_text() == "16\n"
     assert not (tmp_path / "counter.lock").exists()
+
+
+def test_the_dirtying_workload_fills_its_data_and_rewrites_it_in_place(tmp_path):
+    env = {**os.environ, "SVM_LOAD_DIR": str(tmp_path), "SVM_LOAD_MIB": "1"}
+    subprocess.run(["sh", str(FILES / "load.sh"), "fill"], env=env, timeout=60, check=True)
+    random_bin, text = (tmp_path / "random.bin").read_bytes(), (tmp_path / "text.bin")
+    assert len(random_bin) == text.stat().st_size == 2**20
+    assert text.read_bytes().isascii()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random.bin", "text.bin"]
+    # Four 256 KiB rewrites a second: in 1.5 s some of it changes, none of it grows.
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run(["sh", str(FILES / "load.sh"), "dirty"], env=env, timeout=1.5)
+    after = (tmp_path / "random.bin").read_bytes()
+    assert len(after) == 2**20 and after != random_bin
+
+
+def test_the_workload_script_refuses_an_unknown_command(tmp_path):
+    proc = subprocess.run(["sh", str(FILES / "load.sh"), "nap"], capture_output=True, text=True,
+                          env={**os.environ, "SVM_LOAD_DIR": str(tmp_path)}, timeout=10)
+    assert proc.returncode == 2 and "usage" in proc.stderr
