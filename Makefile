@@ -49,6 +49,7 @@ bench: setup
 	python benchmarks/bench_lab.py
 	python benchmarks/bench_crypto.py
 	python benchmarks/bench_manager_load.py
+	python benchmarks/bench_credentials.py
 	python benchmarks/bench_device_pairing.py
 	python benchmarks/bench_svm_demo.py
 	python benchmarks/bench_ceremonies.py

@@ -26,10 +26,9 @@ direction.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +45,7 @@ from cloudlet.errors import CryptoError, DecryptionError, FormatError, IdentityE
 from cloudlet.formats import Kind, pack, unpack
 
 __all__ = [
+    "BundleIssuer",
     "DeviceBundle",
     "NetworkCredential",
     "PairingBundle",
@@ -54,7 +54,6 @@ __all__ = [
     "encode_device_bundle",
     "encode_pairing_bundle",
     "issue_device_bundle",
-    "issue_device_bundles",
     "issue_first_device_bundle",
     "issuer_key",
     "open_device_bundle",
@@ -421,73 +420,108 @@ def issue_device_bundle(
     return seal_device_bundle(recipient_params, recipient, bundle, signer, rng, now)
 
 
+class BundleIssuer:
+    """Issues many device bundles for one PKG, on ``workers`` processes.
+
+    A migration re-issues credentials for every device of an SVM at once.
+    Each bundle costs an extract, a signature and an encryption, about 4 ms
+    of pairing arithmetic that holds the GIL, so threads would not help:
+    batches are cut into chunks and sealed in worker processes. The workers
+    come from a fork server (a clean single-threaded process, never the
+    caller's threads), get the master key once at their start, and live as
+    long as the issuer; ``warm`` starts them ahead of the first batch. With
+    one worker everything runs in the caller's thread.
+    """
+
+    def __init__(self, master: MasterKey, workers: int = 1) -> None:
+        self.master = master
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["cloudlet.bundles"])
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=ctx,
+                initializer=_worker_init,
+                initargs=(formats.encode_master_key(master),),
+            )
+
+    def warm(self) -> None:
+        """Start the worker processes now, without waiting for them."""
+        if self._pool is not None:
+            for _ in range(self.workers):
+                self._pool.submit(int)
+
+    def issue(
+        self,
+        recipient_params: PublicParams,
+        jobs: Sequence[tuple[Identity, Identity, NetworkCredential]],
+        tls_ca_pem: str,
+        api_host: str,
+        api_port: int,
+        now: datetime | None = None,
+    ) -> list[bytes]:
+        """``issue_device_bundle`` for each (new identity, recipient, network), in order."""
+        common = (formats.encode_params(recipient_params), tls_ca_pem, api_host, api_port, now)
+        encoded = [(str(new), str(rcpt), net) for new, rcpt, net in jobs]
+        if self._pool is None:
+            return _issue_chunk(self.master, {}, common, encoded)
+        # A few chunks per worker, so that one slow chunk does not hold the batch.
+        size = -(-len(encoded) // (self.workers * 4)) or 1
+        futures = [
+            self._pool.submit(_worker_issue, common, encoded[i : i + size])
+            for i in range(0, len(encoded), size)
+        ]
+        try:
+            return [blob for f in futures for blob in f.result()]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes running now (none with one worker)."""
+        return list(self._pool._processes) if self._pool is not None else []  # noqa: SLF001
+
+    def close(self, wait: bool = True) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def __enter__(self) -> BundleIssuer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 _WORKER: dict = {}
 
 
-def _worker_init(master: bytes, recipient_params: bytes, common: tuple) -> None:
+def _worker_init(master: bytes) -> None:
     _WORKER["master"] = formats.decode_master_key(master)
-    _WORKER["params"] = formats.decode_params(recipient_params)
-    _WORKER["common"] = common
     _WORKER["signers"] = {}
 
 
-def _issue_one(master, recipient_params, signers, common, new_id, rcpt_id, now) -> bytes:
-    new_identity = Identity.parse(new_id)
-    period = new_identity.period
-    if period not in signers:
-        signers[period] = issuer_key(master, period)
-    return issue_device_bundle(
-        master,
-        new_identity,
-        recipient_params,
-        Identity.parse(rcpt_id),
-        *common,
-        now=now,
-        signer=signers[period],
-    )
+def _worker_issue(common: tuple, jobs: list) -> list[bytes]:
+    return _issue_chunk(_WORKER["master"], _WORKER["signers"], common, jobs)
 
 
-def _worker_issue(job: tuple[str, str, datetime | None]) -> bytes:
-    w = _WORKER
-    return _issue_one(w["master"], w["params"], w["signers"], w["common"], *job)
-
-
-def issue_device_bundles(
-    master: MasterKey,
-    recipient_params: PublicParams,
-    pairs: Iterable[tuple[Identity, Identity]],
-    tls_ca_pem: str,
-    network: NetworkCredential,
-    api_host: str,
-    api_port: int,
-    now: datetime | None = None,
-    workers: int | None = None,
-) -> list[bytes]:
-    """``issue_device_bundle`` for many (new identity, recipient) pairs, in order.
-
-    A migration re-issues credentials for every device of an SVM at once;
-    each bundle costs an extract, a signature and an encryption, so the work
-    is spread over ``workers`` processes (default: the CPUs we may use).
-    """
-    jobs = [(str(new), str(rcpt), now) for new, rcpt in pairs]
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    workers = max(1, min(workers, len(jobs) // 64 or 1))
-    common = (tls_ca_pem, network, api_host, api_port)
-    if workers == 1:
-        signers: dict = {}
-        return [_issue_one(master, recipient_params, signers, common, *job) for job in jobs]
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_worker_init,
-        initargs=(
-            formats.encode_master_key(master),
-            formats.encode_params(recipient_params),
-            common,
-        ),
-    ) as pool:
-        return list(pool.map(_worker_issue, jobs, chunksize=max(1, len(jobs) // (workers * 4))))
+def _issue_chunk(master: MasterKey, signers: dict, common: tuple, jobs: list) -> list[bytes]:
+    params, tls_ca_pem, api_host, api_port, now = common
+    recipient_params = formats.decode_params(params)
+    out = []
+    for new_id, rcpt_id, network in jobs:
+        new_identity = Identity.parse(new_id)
+        period = new_identity.period
+        if period not in signers:
+            signers[period] = issuer_key(master, period)
+        out.append(issue_device_bundle(
+            master, new_identity, recipient_params, Identity.parse(rcpt_id), tls_ca_pem,
+            network, api_host, api_port, now=now, signer=signers[period],
+        ))  # fmt: skip
+    return out
 
 
 def _pairing_aad(result: PairingResult, sender: str, recipient: str) -> bytes:

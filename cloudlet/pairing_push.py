@@ -246,9 +246,11 @@ def store_messages(
     base64 of an IBE ciphertext (type 4) a peer sealed to the device. One
     is skipped when an unacknowledged message of the same device, kind and
     issuer is already queued, so re-running the ceremony queues nothing
-    twice. Every message is checked before the first is stored.
+    twice. Every message is checked first, and the rest are stored in one
+    transaction: all of them or, if the Manager refuses one, none.
     """
-    checked = []
+    key = ("device_id", "kind", "issuer")
+    checked, first = [], {}
     for i, msg in enumerate(messages):
         try:
             normalise_id(msg["device_id"].partition("@")[0], "device id")
@@ -260,19 +262,25 @@ def store_messages(
             raise FormatError(f"Message {i} has no {exc.args[0]!r}.") from None
         except CloudletError as exc:
             raise FormatError(f"Message {i} for {msg.get('device_id')!r}: {exc.message}") from None
+        j = first.setdefault(tuple(msg[k] for k in key), i)
+        if j != i:
+            raise FormatError(f"Messages {j} and {i} have the same device, kind and issuer.")
         checked.append(msg)
-    stored, skipped = [], []
+    waiting = {}
+    for m in admin.get("/admin/messages")["messages"]:
+        if m["acked_at"] is None:
+            waiting.setdefault(tuple(m[k] for k in key), m["message_id"])
+    stored, skipped, new = [], [], []
     for msg in checked:
-        queued = admin.get(f"/admin/messages?device_id={msg['device_id']}")["messages"]
-        same = [m for m in queued if m["acked_at"] is None
-                and (m["kind"], m["issuer"]) == (msg["kind"], msg["issuer"])]
-        view = {k: msg[k] for k in ("device_id", "kind", "issuer")}
-        if same:
-            skipped.append({**view, "message_id": same[0]["message_id"]})
-            continue
-        if not check_mode:
-            answer = admin.post("/admin/messages", {k: msg[k] for k in
-                                                   ("device_id", "kind", "issuer", "body")})
-            view["message_id"] = answer["message_id"]
-        stored.append(view)
+        view = {k: msg[k] for k in key}
+        found = waiting.get(tuple(view.values()))
+        if found:
+            skipped.append({**view, "message_id": found})
+        else:
+            stored.append(view)
+            new.append({**view, "body": msg["body"]})
+    if new and not check_mode:
+        ids = admin.post("/admin/messages/batch", {"messages": new})["message_ids"]
+        for view, message_id in zip(stored, ids, strict=True):
+            view["message_id"] = message_id
     return stored, skipped

@@ -83,6 +83,16 @@ MESSAGE_SCHEMA = {
 }
 
 
+MESSAGE_BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["messages"],
+    "additionalProperties": False,
+    # A migration's credentials for every device of an SVM (the peer API issues at
+    # most 1,000 per request).
+    "properties": {"messages": {"type": "array", "items": MESSAGE_SCHEMA, "maxItems": 1000}},
+}
+
+
 def _period(label: str) -> Period:
     try:
         return Period(label)
@@ -286,6 +296,16 @@ async def put_message(request: web.Request) -> web.Response:
     return reply({"changed": True, "message_id": message_id}, status=201)
 
 
+async def put_messages(request: web.Request) -> web.Response:
+    data = await json_body(request, MESSAGE_BATCH_SCHEMA)
+    batch = [
+        (m["device_id"], m["kind"], m["issuer"], unb64(m["body"], f"body of message {i}"))
+        for i, m in enumerate(data["messages"])
+    ]
+    ids = state(request).store.put_messages(batch)
+    return reply({"changed": bool(ids), "message_ids": ids}, status=201)
+
+
 async def list_messages(request: web.Request) -> web.Response:
     device = params(request).get("device_id")
     msgs = state(request).store.all_messages(device)
@@ -471,6 +491,16 @@ ROUTES = [
         "Queue a message (ciphertext) for a device.",
         body=MESSAGE_SCHEMA,
         response=views.obj(changed={"const": True}, message_id=schema.MESSAGE_ID),
+        errors=(404,),
+        status=201,
+    ),
+    _r(
+        "POST",
+        "/admin/messages/batch",
+        put_messages,
+        "Queue many messages in one transaction: all of them, or none if one is refused.",
+        body=MESSAGE_BATCH_SCHEMA,
+        response=views.obj(changed=views.BOOLEAN, message_ids=views.array(schema.MESSAGE_ID)),
         errors=(404,),
         status=201,
     ),

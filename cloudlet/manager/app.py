@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
 
 from cloudlet import formats, pki
+from cloudlet.bundles import BundleIssuer
 from cloudlet.crypto.auth import DeviceVerifier
 from cloudlet.errors import CloudletError, ConfigError, StorageError
 from cloudlet.manager import admin, device, discovery, openapi, peer, perms
@@ -54,7 +54,8 @@ log = logging.getLogger("cloudlet.manager")
 
 PUBLIC_ROUTES: list[Route] = [*peer.ROUTES, *device.ROUTES]
 ADMIN_ROUTES: list[Route] = list(admin.ROUTES)
-_ADMIN_MAX_BODY = 1024 * 1024
+# The admin socket is root's alone; a batch of 1,000 devices' credentials is about 2.3 MB.
+_ADMIN_MAX_BODY = 8 * 1024 * 1024
 
 
 def _add_routes(app: web.Application, routes: list[Route], title: str) -> None:
@@ -138,9 +139,10 @@ class Manager:
         try:
             st.trust = TrustStore(cfg.server_cert, cfg.server_key)
             st.peers_changed()
-            st.credential_pool = ThreadPoolExecutor(
-                cfg.credential_workers, thread_name_prefix="cloudlet-credentials"
+            st.credential_issuer = BundleIssuer(
+                st.master, cfg.credential_workers or len(os.sched_getaffinity(0))
             )
+            st.credential_issuer.warm()
             app = build_public_app(st)
             self.guard = app[GUARD]
             public = web.AppRunner(app, access_log=log, keepalive_timeout=cfg.keepalive_timeout)
@@ -205,8 +207,8 @@ class Manager:
             await runner.cleanup()
         self._runners.clear()
         if self.state is not None:
-            if self.state.credential_pool is not None:
+            if self.state.credential_issuer is not None:
                 # The handlers that used it are done; do not block the loop on a straggler.
-                self.state.credential_pool.shutdown(wait=False, cancel_futures=True)
+                self.state.credential_issuer.close(wait=False)
             self.state.store.close()
             self.state = None

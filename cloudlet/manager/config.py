@@ -49,12 +49,13 @@ __all__ = ["DEFAULT_MAX_BODY", "LIMITS", "Config", "load_config"]
 DEFAULT_MAX_BODY = 256 * 1024
 
 # The [limits] keys and their allowed ranges (the defaults are Config's). A
-# limit of 0 or less would switch the protection off, so neither is allowed.
+# limit of 0 or less would switch the protection off, so neither is allowed
+# (credential_workers is no protection: 0 means one per CPU).
 LIMITS: dict[str, tuple[type, float, float]] = {
     "max_body_bytes": (int, 1024, 64 * 1024 * 1024),
     "device_max_body_bytes": (int, 256, 64 * 1024),
     "max_devices_per_request": (int, 1, 1000),
-    "credential_workers": (int, 1, 64),
+    "credential_workers": (int, 0, 64),
     "max_connections": (int, 1, 65536),
     "handshake_timeout": (float, 0.1, 600),
     "header_timeout": (float, 0.1, 600),
@@ -88,7 +89,9 @@ class Config:
     discovery_interfaces: tuple[str, ...] = field(default_factory=tuple)
     max_body_bytes: int = DEFAULT_MAX_BODY
     max_devices_per_request: int = 1000
-    credential_workers: int = 1  # threads that seal device credentials (peer API)
+    # Processes that seal device credentials for a peer (the peer API); 0: one per
+    # CPU the Manager may use.
+    credential_workers: int = 0
     # Device bodies are tiny ({} at most); a small cap keeps unauthenticated
     # uploads from holding memory.
     device_max_body_bytes: int = 4096

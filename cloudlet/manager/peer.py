@@ -284,28 +284,18 @@ def _jobs(own_id: str, peer: CloudletRecord, devices: list[dict], period: Period
 
 
 def _issue(st: State, peer: CloudletRecord, jobs: list[_Job], now: datetime) -> list[bytes]:
-    """CPU-bound: runs in a worker thread so the event loop keeps serving."""
-    recipient_params = formats.decode_params(peer.params)
-    signer = bundles.issuer_key(st.master, jobs[0].identity.period)
+    """CPU-bound: waits on the credential workers in a thread, so the event loop keeps
+    serving."""
     cfg = st.config
-    out = []
-    for job in jobs:
-        network = bundles.NetworkCredential(cfg.ssid, job.name, job.password, cfg.eap_method)
-        out.append(
-            bundles.issue_device_bundle(
-                st.master,
-                job.identity,
-                recipient_params,
-                job.recipient,
-                st.ca_pem,
-                network,
-                cfg.api_host,
-                st.api_port,
-                now=now,
-                signer=signer,
-            )
-        )
-    return out
+    return st.credential_issuer.issue(
+        formats.decode_params(peer.params),
+        [(j.identity, j.recipient,
+          bundles.NetworkCredential(cfg.ssid, j.name, j.password, cfg.eap_method)) for j in jobs],
+        st.ca_pem,
+        cfg.api_host,
+        st.api_port,
+        now=now,
+    )  # fmt: skip
 
 
 async def device_credentials(request: web.Request) -> web.Response:
@@ -334,7 +324,7 @@ async def device_credentials(request: web.Request) -> web.Response:
         for j, k in zip(jobs, known, strict=True)
     ]
     loop = asyncio.get_running_loop()
-    sealed = await loop.run_in_executor(st.credential_pool, _issue, st, peer, jobs, now)
+    sealed = await loop.run_in_executor(None, _issue, st, peer, jobs, now)
     nb, na = int(period.not_before.timestamp()), int(period.not_after.timestamp())
     st.store.adopt_devices(
         [(j.name, nb, na, j.password) for j in jobs], data.get("service_id"), peer.cloudlet_id

@@ -656,16 +656,25 @@ class Store:
 
     def put_message(self, device_id: str, kind: str, issuer: str, body: bytes) -> str:
         """Queue a message for a device; returns its (unguessable) id."""
-        message_id = secrets.token_hex(16)
+        return self.put_messages([(device_id, kind, issuer, body)])[0]
+
+    def put_messages(self, messages: list[tuple[str, str, str, bytes]]) -> list[str]:
+        """Queue (device_id, kind, issuer, body) messages in one transaction: all or none."""
+        ids = [secrets.token_hex(16) for _ in messages]
+        now = int(time.time())
         with self._tx() as db:
-            if not self._device(db, device_id):
-                raise NotFoundError(f"Device {device_id!r} is not paired with this cloudlet.")
-            db.execute(
+            for device_id in dict.fromkeys(m[0] for m in messages):
+                if not self._device(db, device_id):
+                    raise NotFoundError(
+                        f"Device {device_id!r} is not paired with this cloudlet.",
+                        "Nothing was queued. Pair the device first, or leave it out.",
+                    )
+            db.executemany(
                 "INSERT INTO messages (message_id, device_id, kind, issuer, body, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (message_id, device_id, kind, issuer, body, int(time.time())),
+                [(mid, *m, now) for mid, m in zip(ids, messages, strict=True)],
             )
-        return message_id
+        return ids
 
     def pending_messages(self, device_id: str) -> list[MessageRecord]:
         """Unacknowledged messages, oldest first. Reading changes nothing."""

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cloudlet.bundles import BundleIssuer
 from cloudlet.crypto.auth import DeviceVerifier
 from cloudlet.crypto.ibe import MasterKey
 from cloudlet.errors import (
@@ -78,8 +78,8 @@ class State:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Failed device proofs per source address (load_state sizes it from config).
     failures: FailureLimiter = field(default_factory=FailureLimiter)
-    # The credential_workers threads; None is asyncio's default executor.
-    credential_pool: Executor | None = None
+    # Seals device credentials for peers on the credential_workers processes.
+    credential_issuer: BundleIssuer | None = None
 
     def peers_changed(self) -> None:
         """Rebuild the TLS trust store after a cloudlet was paired or removed."""

@@ -32,9 +32,13 @@ def _devices(admin: AdminClient, service: str, now: datetime) -> list[dict]:
     return [d for d in listed if not d["revoked"] and d["not_before"] <= stamp < d["not_after"]]
 
 
-def _messages_from(admin: AdminClient, device: str, issuer: str) -> list[dict]:
-    queued = admin.get(f"/admin/messages?device_id={quote(device)}")["messages"]
-    return [m for m in queued if m["issuer"] == issuer and m["kind"] == CREDENTIALS]
+def _messages_from(admin: AdminClient, issuer: str) -> dict[str, list[dict]]:
+    """The credentials messages from ``issuer``, by device (one listing for them all)."""
+    out: dict[str, list[dict]] = {}
+    for m in admin.get("/admin/messages")["messages"]:
+        if m["issuer"] == issuer and m["kind"] == CREDENTIALS:
+            out.setdefault(m["device_id"], []).append(m)
+    return out
 
 
 def request_credentials(admin: AdminClient, client: PeerClient, own_id: str, service: str,
@@ -44,13 +48,14 @@ def request_credentials(admin: AdminClient, client: PeerClient, own_id: str, ser
     now = now or datetime.now(UTC)
     target = client.link.cloudlet_id
     wanted, already = [], []
+    queued = _messages_from(admin, target)
     for dev in _devices(admin, service, now):
         if dev["home"] == target:
             # A visitor going home: the target keeps no credential to send it (and will
             # not issue one through a peer); see the README's Limits.
             already.append(dev)
             continue
-        msgs = _messages_from(admin, dev["device_id"], target)
+        msgs = queued.get(dev["device_id"], [])
         have = any(m["acked_at"] is None for m in msgs) or (msgs and not moved_now)
         (already if have else wanted).append(dev)
     if not wanted:
@@ -77,8 +82,9 @@ def delivery(admin: AdminClient, service: str, issuer: str,
              now: datetime | None = None) -> dict[str, list[str]]:
     """Which devices of ``service`` have taken the target's credential, and which have not."""
     out: dict[str, list[str]] = {"taken": [], "waiting": []}
+    queued = _messages_from(admin, issuer)
     for dev in _devices(admin, service, now or datetime.now(UTC)):
-        msgs = _messages_from(admin, dev["device_id"], issuer)
+        msgs = queued.get(dev["device_id"], [])
         taken = bool(msgs) and all(m["acked_at"] is not None for m in msgs)
         out["taken" if taken else "waiting"].append(dev["device_id"])
     return out

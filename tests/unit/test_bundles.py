@@ -197,20 +197,23 @@ def test_device_bundle_fields_checked(master_b, field, value):
 
 
 def test_batch_issue_in_parallel(master_a, master_b, dev_key):
-    pairs = [
+    jobs = [
         (
             device_identity("cl-bravo", f"d{i}", "2026-11"),
             device_identity("cl-alpha", f"d{i}", "2026-11"),
+            bundles.NetworkCredential("cl-bravo-net", f"d{i}", f"eap-secret-{i}"),
         )
-        for i in range(130)
+        for i in range(13)
     ]
-    pairs[7] = (device_identity("cl-bravo", "tablet-07", "2026-11"), dev_key.identity)
-    sealed = bundles.issue_device_bundles(
-        master_b, master_a.params, pairs, PEM, NET, "10.20.0.1", 8443, now=NOW, workers=2
-    )
-    assert len(sealed) == 130
+    jobs[7] = (device_identity("cl-bravo", "tablet-07", "2026-11"), dev_key.identity,
+               bundles.NetworkCredential("cl-bravo-net", "tablet-07", "eap-secret-7"))
+    with bundles.BundleIssuer(master_b, workers=2) as issuer:
+        sealed = issuer.issue(master_a.params, jobs, PEM, "10.20.0.1", 8443, now=NOW)
+        assert len(issuer.pids) == 2
+    assert len(sealed) == 13
     opened = bundles.open_device_bundle(dev_key, sealed[7], master_b.params)
     assert opened.device_key.identity.device_id == "tablet-07"
+    assert opened.network.password == "eap-secret-7"  # each job's own credential, in order
 
 
 # --- pairing bundles ----------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -22,10 +22,11 @@ from test_manager_support import (
     pair,
 )
 
+from cloudlet.bundles import NetworkCredential
 from cloudlet.crypto import auth, ibe
 from cloudlet.crypto.identity import Period, device_identity
 from cloudlet.errors import AuthenticationError, ConfigError, ReplayError, TooManyRequests
-from cloudlet.manager import guard, peer, protocol
+from cloudlet.manager import guard, protocol
 from cloudlet.manager.config import parse_config
 from cloudlet.manager.limiter import FailureLimiter
 
@@ -388,7 +389,7 @@ def _config(limits: str) -> dict:
         ("max_body_bytes = 0", r"limits.max_body_bytes must be an integer in 1024\.\.67108864"),
         ("max_body_bytes = -1", "limits.max_body_bytes"),
         ("device_max_body_bytes = 10_000_000", r"limits.device_max_body_bytes .* 256\.\.65536"),
-        ("credential_workers = 0", r"limits.credential_workers .* 1\.\.64"),
+        ("credential_workers = -1", r"limits.credential_workers .* 0\.\.64"),
         ("max_connections = 0", "limits.max_connections"),
         ("header_timeout = 0", r"limits.header_timeout must be a number of seconds in 0.1\.\.600"),
         ("keepalive_timeout = -1.5", "limits.keepalive_timeout"),
@@ -413,27 +414,37 @@ def test_limits_take_integers_or_seconds_and_default_safely(tmp_path):
     assert 0 < default.keepalive_timeout <= 60 and 0 < default.max_connections < 65536
 
 
-def test_credentials_are_sealed_on_the_credential_workers(tmp_path, pkis, master_a, master_b,
-                                                          monkeypatch):  # fmt: skip
-    threads = []
-    real_issue = peer._issue
-
-    def recording(*args):
-        threads.append(threading.current_thread().name)
-        return real_issue(*args)
-
-    monkeypatch.setattr(peer, "_issue", recording)
+def test_credentials_are_sealed_on_the_credential_workers(tmp_path, pkis, master_a, master_b):
     run = Running(make_config(tmp_path, pkis["cl-bravo"], master_b, credential_workers=2))
     try:
-        pool = run.state.credential_pool
+        issuer = run.state.credential_issuer
         assert pair(run, pkis["cl-alpha"], master_a)[0] == 200
         peer_ctx = client_ctx(pkis["cl-bravo"], pkis["cl-alpha"])
-        ident = str(device_identity("cl-alpha", "tablet-07"))
-        req = {"devices": [{"device_id": "tablet-07", "identity": ident}]}
+        names = [f"tablet-{i:02d}" for i in range(9)]
+        req = {"devices": [{"device_id": n, "identity": str(device_identity("cl-alpha", n))}
+                           for n in names]}
         status, body = call(run, peer_ctx, "POST", "/peer/device-credentials", req)
         assert status == 200, body
-        assert threads and threads[0].startswith("cloudlet-credentials")
+        assert [c["device_id"] for c in body["credentials"]] == names  # in order
+        workers = issuer.pids
+        assert len(workers) == 2 and os.getpid() not in workers
     finally:
         run.stop()
-    with pytest.raises(RuntimeError):  # shut down with the Manager
-        pool.submit(print)
+    # Shut down with the Manager: no new batch, and the processes are gone.
+    with pytest.raises(RuntimeError):
+        net = NetworkCredential("net-cl-bravo", "tablet-00", "p" * 24)
+        job = (device_identity("cl-bravo", "tablet-00", home="cl-alpha"),
+               device_identity("cl-alpha", "tablet-00"), net)
+        issuer.issue(master_a.params, [job], pkis["cl-bravo"].ca_pem.decode(), "b", 8443)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -76,6 +76,7 @@ def make_config(root: Path, p: CloudletPki, master: ibe.MasterKey, **kw) -> Conf
         discovery=False,
         max_body_bytes=16 * 1024,
         svm_dir=root / f"svm-{p.cloudlet_id}",
+        credential_workers=1,  # in the Manager's thread; test_manager_limits tries processes
     )
     return replace(cfg, **kw)
 

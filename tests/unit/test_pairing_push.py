@@ -179,7 +179,13 @@ def test_store_messages_queues_once_and_checks_every_body(alpha, pkis, master_a,
     bad = {**msg, "body": base64.b64encode(b"CLDT nonsense").decode()}
     with pytest.raises(FormatError, match="Message 1"):
         pairing_push.store_messages(admin, [{**msg, "kind": "other"}, bad])
-    assert len(admin.get("/admin/messages")["messages"]) == 1  # nothing of the batch stored
+    with pytest.raises(FormatError, match="Messages 0 and 2"):
+        pairing_push.store_messages(admin, [{**msg, "kind": "a"}, msg, {**msg, "kind": "a"}])
+    # The Manager refuses one message of the batch (a device it does not know): none is queued.
+    with pytest.raises(ManagerError, match="'tablet-99' is not paired"):
+        pairing_push.store_messages(admin, [{**msg, "kind": "other"},
+                                            {**msg, "device_id": "tablet-99"}])
+    assert len(admin.get("/admin/messages")["messages"]) == 1  # nothing of the batches stored
 
 
 def test_issue_reasons_read_what_the_device_says():
