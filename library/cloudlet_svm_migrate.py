@@ -24,6 +24,11 @@ description:
   - Once the SVM runs on the target, asks it in one batch for credentials for every device
     of ours that uses the SVM, sealed to each device (RV(messages), ciphertext only), for
     M(cloudlet_credential_push) to queue.
+  - After the move, asks the target's Manager whether the SVM takes connections on its ports
+    (at its C(svm.ip=) address, on the target's SVM network). One that does not within
+    O(health_wait) seconds is restarted on the target (a hard reset; its disk came through,
+    its memory did not) and given O(restart_wait) seconds; one still silent fails the task,
+    before any device is sent there.
   - With the SVM already on the target (a second run) nothing moves; only a handoff that a
     first run did not reach is completed.
 options:
@@ -90,6 +95,17 @@ options:
         abort does not wait for TCP to give up.
     type: int
     default: 30
+  health_wait:
+    description:
+      - Seconds the moved SVM gets to take connections on every port of its manifest; V(0)
+        skips the check. An SVM with no C(svm.ip=) address or no port is not checked.
+    type: int
+    default: 30
+  restart_wait:
+    description:
+      - Seconds a restarted SVM gets to answer; V(0) fails at once instead of restarting.
+    type: int
+    default: 120
   progress_file:
     description:
       - A JSON file rewritten every half second with the phase, memory and disk left, rate
@@ -154,6 +170,11 @@ figures:
     sizes moved.
   type: dict
   returned: when moved
+health:
+  description: The target's last answer (answering and silent ports, healthy, waited_s), and
+    restarted when the SVM had to be restarted there; checked false when it was not checked.
+  type: dict
+  returned: when moved
 messages:
   description: The target's sealed credentials for our devices ({device_id, kind, issuer,
     body}), for M(cloudlet_credential_push) O(mode=messages).
@@ -179,7 +200,13 @@ try:
     from cloudlet.manager.config import load_config
     from cloudlet.migration import handoff
     from cloudlet.migration.peer import PeerClient, peer_link
-    from cloudlet.migration.svm import Settings, metadata, migrate_svm
+    from cloudlet.migration.svm import (
+        Settings,
+        check_health,
+        metadata,
+        migrate_svm,
+        svm_address,
+    )
     from cloudlet.svm.domain import connect, read_state
 except ImportError:
     HAS_CLOUDLET = False
@@ -208,9 +235,10 @@ def run(module):
     link = peer_link(admin, p["peer"])
     client = PeerClient(link, p["address"], p["port"], p["peer_cert"], p["peer_key"])
     conn = connect(p["uri"])
-    here, _dom = read_state(conn, p["name"])
+    here, dom = read_state(conn, p["name"])
     result = dict(moved=False, figures={})
     if here in ("running", "paused"):
+        address = svm_address(dom)
         meta = metadata(p["name"], Path(p["svm_dir"]) / p["name"] / "manifest.json", p["fqdn"])
         settings = Settings(p["bandwidth"], p["compression"], p["max_downtime"], p["timeout"],
                             p["stall"])
@@ -219,6 +247,7 @@ def run(module):
         result["figures"] = migrate_svm(conn, dconn, client, p["name"], meta, p["address"],
                                         settings, progress)
         result["moved"] = True
+        result["health"] = _health(p, client, dconn, address, meta["ports"])
         # It came here by an earlier migration: our repository no longer holds it.
         admin.request("DELETE", f"/admin/svms/{p['name']}")
     else:
@@ -227,6 +256,29 @@ def run(module):
                                                     p["name"], result["moved"])
     return dict(result, changed=result["moved"] or bool(messages), messages=messages,
                 already=already)
+
+
+def _health(p, client, dconn, address, ports):
+    """Whether the moved SVM answers on the target; restarted there once if it does not."""
+    if not p["health_wait"] or not address or not ports:
+        return dict(checked=False)
+    name, peer = p["name"], p["peer"]
+    moved = check_health(client, name, address, ports, p["health_wait"])
+    if moved["healthy"]:
+        return dict(moved, checked=True, restarted=False)
+    if p["restart_wait"]:
+        dconn.lookupByName(name).reset(0)
+        again = check_health(client, name, address, ports, p["restart_wait"])
+        if again["healthy"]:
+            return dict(again, checked=True, restarted=True, silent_after_move=moved["silent"])
+    raise MigrationError(
+        f"{name} moved to {peer} but does not answer there on port(s) "
+        f"{', '.join(map(str, moved['silent']))} at {address}"
+        + (", not even after a restart." if p["restart_wait"] else "."),
+        f"Its disk came through. Look at its console on {peer} (virsh console {name}). "
+        "No device was sent there yet: once it answers, run migrate.yml again, which "
+        "finishes the handoff and moves nothing.",
+    )
 
 
 def _interrupted(signum, frame):
@@ -250,6 +302,8 @@ def main():
             max_downtime=dict(type="int", default=50),
             timeout=dict(type="int", default=900),
             stall=dict(type="int", default=30),
+            health_wait=dict(type="int", default=30),
+            restart_wait=dict(type="int", default=120),
             progress_file=dict(type="path"),
             uri=dict(type="str", default="qemu:///system"),
             manager_config=dict(type="path", required=True),

@@ -35,6 +35,7 @@ instead of at the first migration. Example (TOML)::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class Config:
     # The SVM store (a directory per service holding its manifest.json): what a
     # peer's migrating SVM is checked against. None: this cloudlet takes none.
     svm_dir: Path | None = None
+    # The SVM bridge's subnet: after a migration here, the peer may ask whether
+    # the SVM answers at an address on it (POST /peer/svms/{id}/health).
+    svm_network: ipaddress.IPv4Network | None = None
 
 
 def _get(data: dict, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
@@ -155,7 +159,7 @@ def _limits(section: dict) -> dict[str, int | float]:
 
 _TOP = {
     "cloudlet_id", "zone", "fqdn", "listen_hosts", "listen_port", "api_host", "db",
-    "admin_socket", "tls", "ibe", "network", "discovery", "limits", "svm_dir",
+    "admin_socket", "tls", "ibe", "network", "discovery", "limits", "svm_dir", "svm_network",
 }  # fmt: skip
 
 
@@ -207,8 +211,21 @@ def parse_config(data: dict, base: Path) -> Config:
         discovery=_get(disc, "enabled", bool, True),
         discovery_interfaces=tuple(interfaces),
         svm_dir=path(data, "svm_dir") if "svm_dir" in data else None,
+        svm_network=_network(data),
         **_limits(limits),
     )
+
+
+def _network(data: dict) -> ipaddress.IPv4Network | None:
+    value = _get(data, "svm_network", str)
+    if value is None:
+        return None
+    try:
+        return ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise ConfigError(
+            f"svm_network must be an IPv4 subnet (10.200.0.0/24), not {value!r}."
+        ) from None
 
 
 def load_config(path: str | Path) -> Config:

@@ -17,6 +17,8 @@ identity. A peer is trusted for its own things only:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import secrets
 from dataclasses import dataclass, replace
@@ -27,7 +29,7 @@ from aiohttp import web
 
 from cloudlet import bundles, formats
 from cloudlet.crypto.identity import Identity, Period, device_identity
-from cloudlet.errors import ConflictError, PeerAuthError, RequestError
+from cloudlet.errors import ConflictError, NotFoundError, PeerAuthError, RequestError
 from cloudlet.manager import schema, views
 from cloudlet.manager.protocol import API_VERSION
 from cloudlet.manager.store import CloudletRecord, SvmRecord
@@ -239,6 +241,74 @@ async def commit_svm(request: web.Request) -> web.Response:
     return reply({"service_id": service_id, "state": "active", "changed": changed})
 
 
+HEALTH_SCHEMA = {
+    "type": "object",
+    "required": ["address", "ports"],
+    "additionalProperties": False,
+    "properties": {
+        "address": {"type": "string", "pattern": "^[0-9.]{7,15}$", "maxLength": 15},
+        "ports": {"type": "array", "items": schema.PORT, "minItems": 1, "maxItems": 8,
+                  "uniqueItems": True},
+    },
+}
+HEALTH_TIMEOUT = 2.0  # seconds per port: an SVM on the cloudlet's own bridge answers in ms
+
+
+async def _answers(address: str, port: int) -> bool:
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, port), HEALTH_TIMEOUT
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def svm_health(request: web.Request) -> web.Response:
+    """After a move: whether the SVM the caller migrated here takes connections.
+
+    The caller names the address (it set the SVM's network up) and ports, but
+    only an SVM it migrated here, an address on our SVM network and ports of
+    the SVM's record are tried: a peer reaches nothing a device could not.
+    """
+    peer = caller(request)
+    st = state(request)
+    service_id = params(request)["service_id"]
+    data = await json_body(request, HEALTH_SCHEMA)
+    rec = st.store.get_svm(service_id)
+    if rec is None or rec.origin != peer.cloudlet_id:
+        raise NotFoundError(
+            f"Service VM {service_id!r} was not migrated here by {peer.cloudlet_id!r}."
+        )
+    try:
+        address = ipaddress.IPv4Address(data["address"])
+    except ValueError:
+        raise RequestError(f"{data['address']!r} is not an IPv4 address.") from None
+    network = st.config.svm_network
+    if network is None or address not in network or address in (
+        network.network_address, network.broadcast_address
+    ):
+        raise ConflictError(
+            f"{address} is not on cloudlet {st.master.cloudlet_id!r}'s SVM network "
+            f"({network or 'none configured'}).",
+            "Nothing was tried. Its admin sets svm_network (setup.yml) to the SVM bridge's subnet.",
+        )
+    stray = sorted(set(data["ports"]) - set(rec.ports))
+    if stray:
+        raise RequestError(f"Service VM {service_id!r} has no port(s) {stray} in its record.")
+    ports = sorted(data["ports"])
+    up = await asyncio.gather(*(_answers(str(address), p) for p in ports))
+    return reply({
+        "service_id": service_id,
+        "address": str(address),
+        "answering": [p for p, ok in zip(ports, up, strict=True) if ok],
+        "silent": [p for p, ok in zip(ports, up, strict=True) if not ok],
+    })  # fmt: skip
+
+
 async def abort_svm(request: web.Request) -> web.Response:
     peer = caller(request)
     service_id = params(request)["service_id"]
@@ -412,6 +482,20 @@ ROUTES = [
         "The caller's migration of this service VM has completed: make its record active.",
         "peer-mtls",
         response=views.obj(service_id=schema.ID, state={"const": "active"}, changed=views.BOOLEAN),
+        params={"service_id": schema.ID},
+        errors=(404, 409),
+        tag="peer",
+    ),
+    Route(
+        "POST",
+        "/peer/svms/{service_id}/health",
+        svm_health,
+        "Whether the service VM the caller migrated here takes TCP connections on its "
+        "ports, at an address on our SVM network.",
+        "peer-mtls",
+        body=HEALTH_SCHEMA,
+        response=views.obj(service_id=schema.ID, address=views.STRING,
+                           answering=views.array(schema.PORT), silent=views.array(schema.PORT)),
         params={"service_id": schema.ID},
         errors=(404, 409),
         tag="peer",

@@ -40,7 +40,7 @@ from cloudlet.errors import MigrationError
 from cloudlet.migration.peer import PeerClient
 from cloudlet.svm.domain import IMMUTABLE_ROLES, load_manifest
 
-__all__ = ["Settings", "metadata", "migrate_svm", "summarise"]
+__all__ = ["Settings", "check_health", "metadata", "migrate_svm", "summarise", "svm_address"]
 
 MIB = 1024 * 1024
 
@@ -63,10 +63,35 @@ def metadata(name: str, manifest_path: Path, fqdn: str) -> dict:
         "service_id": name,
         "fqdn": fqdn,
         "memory_mib": manifest["memory_mib"],
-        "ports": [p for p in manifest.get("ports", []) if isinstance(p, int)],
+        # The demo's manifest lists each port as {"guest": 80, "protocol": "tcp", ...}.
+        "ports": [p["guest"] if isinstance(p, dict) else p for p in manifest.get("ports", [])
+                  if isinstance(p, int) or isinstance(p, dict) and isinstance(p.get("guest"), int)],
         "images": [{"name": role, "sha256": manifest["files"][role]["sha256"]}
                    for role in IMMUTABLE_ROLES],
     }
+
+
+def svm_address(dom: Any) -> str | None:
+    """The SVM's IPv4 address, from its kernel command line (``svm.ip=``), if it has one."""
+    cmdline = ET.fromstring(dom.XMLDesc(0)).findtext("./os/cmdline") or ""
+    for word in cmdline.split():
+        if word.startswith("svm.ip="):
+            return word.removeprefix("svm.ip=").partition("/")[0]
+    return None
+
+
+def check_health(client: PeerClient, name: str, address: str, ports: list[int],
+                 wait: float) -> dict:
+    """Ask the target, for up to ``wait`` seconds, whether the SVM takes connections on
+    every one of its ports; the last answer, with ``healthy`` and ``waited_s``."""
+    started = time.monotonic()
+    body = {"address": address, "ports": ports}
+    while True:
+        answer = client.request("POST", f"/peer/svms/{name}/health", body)
+        waited = time.monotonic() - started
+        if not answer["silent"] or waited >= wait:
+            return {**answer, "healthy": not answer["silent"], "waited_s": round(waited, 1)}
+        time.sleep(1.0)
 
 
 def _disk(dom: Any) -> tuple[str, str, str]:

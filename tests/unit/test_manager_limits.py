@@ -448,3 +448,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_svm_network_is_a_subnet_or_absent(tmp_path):
+    base = _config("")
+    assert parse_config(base, tmp_path).svm_network is None
+    cfg = parse_config({**base, "svm_network": "10.200.0.1/24"}, tmp_path)
+    assert str(cfg.svm_network) == "10.200.0.0/24"  # the bridge's address names it too
+    for bad in ("10.200.0.0/33", "fd00::/64", "svmbr0", 24):
+        with pytest.raises(ConfigError, match="svm_network"):
+            parse_config({**base, "svm_network": bad}, tmp_path)

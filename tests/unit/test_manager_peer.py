@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import ssl
 from datetime import UTC, datetime
 
 import pytest
 from conftest import DetRng
 from test_manager_support import (
+    Running,
     admin,
     call,
     client_ctx,
     device_call,
     https,
+    make_config,
     pair,
     send,
     snapshot,
@@ -436,3 +439,46 @@ def test_admin_link_gives_the_migration_what_it_needs_to_reach_a_peer(alpha, pki
     # The listing still shows names only.
     _s, listing = admin(alpha, "GET", "/admin/cloudlets")
     assert "p" * 24 not in json.dumps(listing)
+
+
+def test_health_tries_only_the_callers_svm_on_our_svm_network(paired, pkis, master_c):
+    """After a move, A asks B whether the SVM takes connections (a listener stands in)."""
+    with socket.socket() as listener, socket.socket() as closed:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: refused
+        up, down = listener.getsockname()[1], closed.getsockname()[1]
+        assert pair(paired, pkis["cl-charlie"], master_c)[0] == 200
+        ctx = _peer_ctx(pkis)
+        path = "/peer/svms/face-rec/health"
+        body = {"address": "127.0.0.1", "ports": [down, up]}
+        assert call(paired, ctx, "POST", path, body)[0] == 404  # nothing migrated yet
+        call(paired, ctx, "POST", "/peer/svms", {**SVM, "ports": [up, down, 9000]})
+        status, answer = call(paired, ctx, "POST", path, body)  # pending: the move's end
+        assert status == 200, answer
+        assert answer == {"service_id": "face-rec", "address": "127.0.0.1",
+                          "answering": [up], "silent": [down]}
+        call(paired, ctx, "POST", "/peer/svms/face-rec/commit")
+        assert call(paired, ctx, "POST", path, body)[1]["answering"] == [up]
+        # Never another peer's SVM, an address off our SVM network, or a port off the record.
+        assert call(paired, _peer_ctx(pkis, "cl-charlie"), "POST", path, body)[0] == 404
+        for address in ("127.0.1.1", "10.200.0.10", "127.0.0.0", "127.0.0.255"):
+            status, err = call(paired, ctx, "POST", path, {**body, "address": address})
+            assert status == 409 and "SVM network" in err["error"]["message"], address
+        status, err = call(paired, ctx, "POST", path, {**body, "ports": [22]})
+        assert status == 400 and "no port(s) [22]" in err["error"]["message"]
+        assert call(paired, ctx, "POST", path, {**body, "address": "::1"})[0] == 400
+
+
+def test_health_needs_an_svm_network(tmp_path, pkis, master_a, master_b):
+    run = Running(make_config(tmp_path, pkis["cl-bravo"], master_b, svm_network=None))
+    try:
+        pair(run, pkis["cl-alpha"], master_a)
+        stock(run.cfg, "face-rec", IMAGES)
+        ctx = _peer_ctx(pkis)
+        call(run, ctx, "POST", "/peer/svms", SVM)
+        status, err = call(run, ctx, "POST", "/peer/svms/face-rec/health",
+                           {"address": "127.0.0.1", "ports": [8080]})
+        assert status == 409 and "none configured" in err["error"]["message"]
+    finally:
+        run.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import ipaddress
 import json
 import socket
 import ssl
@@ -77,6 +78,7 @@ def make_config(root: Path, p: CloudletPki, master: ibe.MasterKey, **kw) -> Conf
         max_body_bytes=16 * 1024,
         svm_dir=root / f"svm-{p.cloudlet_id}",
         credential_workers=1,  # in the Manager's thread; test_manager_limits tries processes
+        svm_network=ipaddress.IPv4Network("127.0.0.0/24"),  # where a test's "SVM" listens
     )
     return replace(cfg, **kw)
 

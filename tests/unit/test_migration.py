@@ -8,8 +8,11 @@ the whole ceremony run on the lab (tests/integration/test_migrate.py).
 
 from __future__ import annotations
 
+import json
+import socket
 import stat
 import subprocess
+import threading
 
 import pytest
 from test_manager_support import admin, pair, stock
@@ -21,6 +24,7 @@ from cloudlet.migration import handoff, select
 from cloudlet.migration.discover import Target, Uplink
 from cloudlet.migration.peer import PeerClient, peer_link
 from cloudlet.migration.select import Candidate, choose, rank, survey
+from cloudlet.migration.svm import check_health, metadata, svm_address
 
 CRED = NetworkCredential("cloudlet-cl-bravo", "peer:cl-alpha", "p" * 24)
 
@@ -189,3 +193,45 @@ def test_an_unpaired_candidate_is_never_chosen(alpha, tmp_path):
     cand = survey(AdminClient(str(alpha.cfg.admin_socket)), Candidate("cl-bravo", "f-cl-bravo"),
                   SVM_META, "c", "k", 30, lambda ifname: uplink(tmp_path, Host()))
     assert not cand.fits and "not paired with this cloudlet" in cand.reason
+
+
+# -- after the move: does the SVM answer on the target? ----------------------------------
+
+
+class _Dom:
+    def __init__(self, cmdline: str) -> None:
+        self.cmdline = cmdline
+
+    def XMLDesc(self, _flags):  # noqa: N802 (libvirt's name)
+        return f"<domain><os><cmdline>{self.cmdline}</cmdline></os></domain>"
+
+
+def test_the_svms_address_and_ports_come_from_its_domain_and_manifest(tmp_path):
+    dom = _Dom("console=ttyS0 svm.hostname=x svm.ip=10.200.0.10/24 svm.dhcp=0")
+    assert svm_address(dom) == "10.200.0.10"
+    assert svm_address(_Dom("console=ttyS0 svm.dhcp=1")) is None
+    manifest = tmp_path / "manifest.json"
+    files = {r: {"name": r, "sha256": "ab" * 32} for r in ("kernel", "initrd", "base", "overlay")}
+    manifest.write_text(json.dumps({
+        "id": "demo", "memory_mib": 64, "vcpus": 1, "files": files,
+        "ports": [{"guest": 80, "protocol": "tcp", "name": "http"}, 8080, {"name": "x"}]}))
+    assert metadata("demo", manifest, "demo.svm")["ports"] == [80, 8080]
+
+
+def test_health_waits_for_every_port_then_says_which_stay_silent(both, bravo, pkis):
+    _admin, client = both
+    with socket.socket() as listener, socket.socket() as late:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        late.bind(("127.0.0.1", 0))
+        up, down = listener.getsockname()[1], late.getsockname()[1]
+        stock(bravo.cfg, "face-rec", {"base": "ab" * 32})
+        client.request("POST", "/peer/svms", {**SVM_META, "ports": [up, down]})
+        threading.Timer(1.5, late.listen).start()  # the SVM's second port opens late
+        health = check_health(client, "face-rec", "127.0.0.1", [up, down], wait=10)
+        assert health["healthy"] and health["answering"] == sorted([up, down])
+        assert 1.0 <= health["waited_s"] < 5
+        late.close()
+        health = check_health(client, "face-rec", "127.0.0.1", [up, down], wait=1)
+        assert not health["healthy"] and health["silent"] == [down]
+        assert health["waited_s"] >= 1
