@@ -6,7 +6,8 @@ itself). The module is one story, in order: a target that is not paired, or
 that lacks the base image, refuses before anything moves; a link cut and a
 killed libvirtd on the target mid-migration leave the SVM serving on A; then
 the whole mission, device-2 being offline during the handoff; then a second
-run that changes nothing; then target=auto among three cloudlets.
+run that changes nothing; then target=auto among three cloudlets; then moves
+that leave the SVM silent on the target.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cloudlet.lab.topology import field_ifname
 
 A, B, C = "cloudlet-a", "cloudlet-b", "cloudlet-c"
 SVM = "demo-counter"
+SVM_IP = "10.200.0.10"  # the store role's default address
 URL = f"http://{SVM}.svm.mission.internal/"
 STORE = f"/var/lib/cloudlet/svm/{SVM}"
 ADMIN = "curl -sS --unix-socket /run/cloudlet-manager/admin.sock http://c"
@@ -206,6 +208,7 @@ def test_the_whole_mission_moves_the_svm_and_its_devices_follow(lab, mission):
     run = mission["run"]
     assert run.returncode == 0, run.stdout
     assert f"{SVM} runs on {B}: moved in" in run.stdout
+    assert "It answers on port(s) 80 there." in run.stdout  # asked of B's Manager
     assert "Devices with their credential for cloudlet-b: device-1." in run.stdout
     assert "Not yet: device-2" in run.stdout
     assert domain(lab, B) == "running" and domain(lab, A) == "absent"
@@ -326,3 +329,42 @@ def test_target_auto_picks_the_fastest_cloudlet_that_can_take_the_svm(lab, missi
     assert pick == C, lines
     assert rate(lines[B]) < 25 < rate(lines[C]) and lines[B].endswith("fits"), lines
     assert domain(lab, C) == "running" and domain(lab, A) == "absent"
+
+
+def test_a_silent_svm_is_restarted_on_the_target_or_the_ceremony_stops(lab, mission):
+    """The SVM runs on C (target=auto). A prohibit route on the target to the SVM's
+    address makes its Manager's connects fail, as a guest the move broke would."""
+    block, unblock = (f"ip route {verb} prohibit {SVM_IP}/32" for verb in ("add", "del"))
+    # The restart helps: the route goes when A sees the SVM reset (libvirt's reboot event).
+    lab.ssh(A, block)
+    watcher = subprocess.Popen(
+        ["ssh", "-F", f"{lab.state_dir}/ssh_config", A,
+         f"virsh event --all --event reboot --timeout 300; {unblock}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = migrate(lab, "-e", "migrate_health_wait=3", "-e", "migrate_device_wait=0",
+                      target=A)
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+        lab.ssh(A, unblock, check=False)
+    assert run.returncode == 0, run.stdout
+    assert "It answers on port(s) 80 there after a restart" in run.stdout
+    assert domain(lab, A) == "running" and domain(lab, C) == "absent"
+    # Still silent after the restart: the ceremony stops before any device is sent there.
+    queued = [m["message_id"] for m in messages(lab, A) if m["issuer"] == C]
+    lab.ssh(C, block)
+    try:
+        run = migrate(lab, "-e", "migrate_health_wait=3", "-e", "migrate_restart_wait=10",
+                      target=C)
+    finally:
+        lab.ssh(C, unblock, check=False)
+    assert run.returncode != 0
+    assert (f"{SVM} moved to {C} but does not answer there on port(s) 80 at {SVM_IP}, "
+            "not even after a restart.") in run.stdout
+    assert domain(lab, C) == "running" and domain(lab, A) == "absent"
+    assert [m["message_id"] for m in messages(lab, A) if m["issuer"] == C] == queued
+    # Once it answers, a second run finishes the handoff and moves nothing.
+    run = migrate(lab, "-e", f"source={A}", "-e", "migrate_device_wait=0", target=C)
+    assert run.returncode == 0, run.stdout
+    assert "it already did, nothing moved" in run.stdout
