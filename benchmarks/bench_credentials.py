@@ -28,7 +28,6 @@ import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
+from managers import start_manager, stop_manager  # noqa: E402
 from test_manager_support import make_pki  # noqa: E402
 
 from cloudlet import formats  # noqa: E402
@@ -80,18 +80,7 @@ class Manager:
             # 1,000 devices' identities make a body of about 90 KiB; the role's default
             # (256 KiB) is what runs in the field.
         )
-        self.log = d / "manager.log"
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cloudlet.manager", "--config", str(self.config),
-                 "--log-level", "WARNING"],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not self.socket.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"The Manager {cloudlet_id} did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
+        self.proc = start_manager(self.config, self.socket, d / "manager.log")
         self.admin = AdminClient(str(self.socket))
 
     def pair_with(self, other: Manager) -> None:
@@ -103,8 +92,7 @@ class Manager:
         })  # fmt: skip
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        stop_manager(self.proc)
 
 
 def one_run(root: Path, devices: int, workers: int) -> dict[str, float]:

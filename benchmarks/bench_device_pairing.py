@@ -55,6 +55,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from managers import start_manager, stop_manager
+
 from cloudlet import formats, pairing_push, pki
 from cloudlet.access import EapUser, HostapdControl, render_eap_users, sync_users
 from cloudlet.admin_client import AdminClient
@@ -120,23 +122,10 @@ class Manager:
             f'[ibe]\nmaster_key = "master.key"\n[network]\nssid = "{SSID}"\n'
             "[discovery]\nenabled = false\n"
         )
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cloudlet.manager", "--config", str(config),
-                 "--log-level", "WARNING"],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not self.socket.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"The Manager did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
+        self.proc = start_manager(config, self.socket, self.log)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
+        stop_manager(self.proc)
 
 
 class TimedAdmin(AdminClient):

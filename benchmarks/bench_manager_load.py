@@ -44,13 +44,13 @@ import resource
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from managers import start_manager, stop_manager
 
 from cloudlet import formats, pki
 from cloudlet.crypto import auth, ibe
@@ -130,17 +130,7 @@ class Manager:
         def limit_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cloudlet.manager", "--config", str(config),
-                 "--log-level", "WARNING"],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not self.socket.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"The Manager did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
+        self.proc = start_manager(config, self.socket, self.log, limit_files)
         self.admin("PUT", f"/admin/devices/{DEVICE}", {"valid_from": str(Period.containing())})
 
     def admin(self, method: str, path: str, body: dict) -> None:
@@ -154,8 +144,7 @@ class Manager:
         conn.close()
 
     def stop(self) -> str:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        stop_manager(self.proc)
         return self.log.read_text()
 
 
