@@ -30,6 +30,7 @@ import re
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -436,16 +437,17 @@ class BundleIssuer:
     def __init__(self, master: MasterKey, workers: int = 1) -> None:
         self.master = master
         self.workers = max(1, workers)
-        self._pool: ProcessPoolExecutor | None = None
-        if self.workers > 1:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["cloudlet.bundles"])
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=ctx,
-                initializer=_worker_init,
-                initargs=(formats.encode_master_key(master),),
-            )
+        self._pool = self._new_pool() if self.workers > 1 else None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["cloudlet.bundles"])
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(formats.encode_master_key(self.master),),
+        )
 
     def warm(self) -> None:
         """Start the worker processes now, without waiting for them."""
@@ -467,6 +469,15 @@ class BundleIssuer:
         encoded = [(str(new), str(rcpt), net) for new, rcpt, net in jobs]
         if self._pool is None:
             return _issue_chunk(self.master, {}, common, encoded)
+        try:
+            return self._on_workers(common, encoded)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): a fresh pool, and the batch once more.
+            self._pool.shutdown(wait=False)
+            self._pool = self._new_pool()
+            return self._on_workers(common, encoded)
+
+    def _on_workers(self, common: tuple, encoded: list) -> list[bytes]:
         # A few chunks per worker, so that one slow chunk does not hold the batch.
         size = -(-len(encoded) // (self.workers * 4)) or 1
         futures = [

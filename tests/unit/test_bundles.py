@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 from conftest import NOW, PEM, DetRng
 from hypothesis import given
@@ -210,6 +214,11 @@ def test_batch_issue_in_parallel(master_a, master_b, dev_key):
     with bundles.BundleIssuer(master_b, workers=2) as issuer:
         sealed = issuer.issue(master_a.params, jobs, PEM, "10.20.0.1", 8443, now=NOW)
         assert len(issuer.pids) == 2
+        # A worker killed (out of memory, say): the next batch gets a fresh pool.
+        os.kill(issuer.pids[0], signal.SIGKILL)
+        time.sleep(0.5)
+        again = issuer.issue(master_a.params, jobs[:3], PEM, "10.20.0.1", 8443, now=NOW)
+        assert len(again) == 3 and len(issuer.pids) == 2
     assert len(sealed) == 13
     opened = bundles.open_device_bundle(dev_key, sealed[7], master_b.params)
     assert opened.device_key.identity.device_id == "tablet-07"
