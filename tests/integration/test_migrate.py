@@ -339,7 +339,7 @@ def test_a_silent_svm_is_restarted_on_the_target_or_the_ceremony_stops(lab, miss
     lab.ssh(A, block)
     watcher = subprocess.Popen(
         ["ssh", "-F", f"{lab.state_dir}/ssh_config", A,
-         f"virsh event --all --event reboot --timeout 300; {unblock}"],
+         f"virsh event --event reboot --timeout 300; {unblock}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         run = migrate(lab, "-e", "migrate_health_wait=3", "-e", "migrate_device_wait=0",
