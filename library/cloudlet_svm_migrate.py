@@ -247,11 +247,13 @@ def run(module):
         result["figures"] = migrate_svm(conn, dconn, client, p["name"], meta, p["address"],
                                         settings, progress)
         result["moved"] = True
-        result["health"] = _health(p, client, dconn, address, meta["ports"])
-        # It came here by an earlier migration: our repository no longer holds it.
-        admin.request("DELETE", f"/admin/svms/{p['name']}")
     else:
         _finish_on_target(client, p["name"], here, p["peer"])
+    # Had it come here by an earlier migration, our repository no longer holds it (a
+    # second run removes what a first one cut short left).
+    admin.request("DELETE", f"/admin/svms/{p['name']}")
+    if result["moved"]:
+        result["health"] = _health(p, client, dconn, address, meta["ports"])
     messages, already = handoff.request_credentials(admin, client, config.cloudlet_id,
                                                     p["name"], result["moved"])
     return dict(result, changed=result["moved"] or bool(messages), messages=messages,

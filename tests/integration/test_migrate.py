@@ -368,3 +368,6 @@ def test_a_silent_svm_is_restarted_on_the_target_or_the_ceremony_stops(lab, miss
     run = migrate(lab, "-e", f"source={A}", "-e", "migrate_device_wait=0", target=C)
     assert run.returncode == 0, run.stdout
     assert "it already did, nothing moved" in run.stdout
+    # A's repository no longer lists it, so it may come back to A.
+    assert SVM not in [s["service_id"] for s in
+                       json.loads(lab.ssh(A, f"{ADMIN}/admin/svms").stdout)["svms"]]
