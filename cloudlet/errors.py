@@ -31,6 +31,7 @@ __all__ = [
     "LabError",
     "ManagerError",
     "MigrationError",
+    "PeerRefused",
     "NoCredentialError",
     "NotFoundError",
     "PairingError",
@@ -237,6 +238,16 @@ class MigrationError(CloudletError):
         "The service VM keeps running where it was. Fix what the message names and run "
         "migrate.yml again."
     )
+
+
+class PeerRefused(MigrationError):
+    """A paired cloudlet's Manager answered with an error: ``status``, and its own words
+    in ``peer_message`` (the message adds who refused what)."""
+
+    def __init__(self, message: str, hint: str | None, status: int, peer_message: str) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.peer_message = peer_message
 
 
 class ManagerError(CloudletError):

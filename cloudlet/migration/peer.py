@@ -23,7 +23,7 @@ from typing import Any
 
 from cloudlet.admin_client import AdminClient
 from cloudlet.bundles import NetworkCredential
-from cloudlet.errors import MigrationError, NotFoundError
+from cloudlet.errors import MigrationError, NotFoundError, PeerRefused
 from cloudlet.manager.tlsctx import client_context
 
 __all__ = ["PeerClient", "PeerLink", "peer_link"]
@@ -115,13 +115,14 @@ class PeerClient:
     def where(self) -> str:
         return f"cloudlet {self.link.cloudlet_id}'s Manager at {self.address}:{self.port}"
 
-    def _refused(self, method: str, path: str, status: int, data: bytes) -> MigrationError:
+    def _refused(self, method: str, path: str, status: int, data: bytes) -> PeerRefused:
         try:
             err = json.loads(data).get("error", {})
         except (ValueError, AttributeError):
             err = {}
-        return MigrationError(f"{self.where} refused {method} {path}: "
-                              f"{err.get('message') or status}", err.get("hint") or None)
+        said = err.get("message") or f"HTTP {status}"
+        return PeerRefused(f"{self.where} refused {method} {path}: {said}",
+                           err.get("hint") or None, status, said)
 
     def request(self, method: str, path: str, body: dict | None = None) -> Any:
         headers = {"Accept": "application/json"}

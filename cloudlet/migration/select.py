@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudlet.admin_client import AdminClient
-from cloudlet.errors import CloudletError, MigrationError
+from cloudlet.errors import CloudletError, MigrationError, PeerRefused
 from cloudlet.migration.discover import Uplink, reach
 from cloudlet.migration.peer import peer_link
 
@@ -96,13 +96,9 @@ def survey(admin: AdminClient, candidate: Candidate, meta: dict, cert: str | Pat
                                                  candidate.mem_available_mib)
         candidate.fits = True
     except CloudletError as exc:
-        candidate.reason = _short(exc.message)
+        # The peer's own words, without who refused what.
+        candidate.reason = exc.peer_message if isinstance(exc, PeerRefused) else exc.message
     finally:
         if target is None or target.joined:
             uplink.leave()
     return candidate
-
-
-def _short(message: str) -> str:
-    """The peer's refusal without the 'cloudlet X's Manager at ... refused POST ...:' lead."""
-    return message.split(": ", 1)[1] if " refused " in message and ": " in message else message

@@ -178,7 +178,7 @@ def test_the_survey_checks_the_images_times_the_link_and_leaves_its_uplink(
     monkeypatch.setattr(select, "reach", reached)
     cand = survey(admin_client, Candidate("cl-bravo", "f-cl-bravo"), SVM_META, "c", "k", 30,
                   lambda ifname: uplink(tmp_path, host))
-    assert not cand.fits and "does not hold the images of service VM 'face-rec'" in cand.reason
+    assert not cand.fits and cand.reason.startswith("Cloudlet 'cl-bravo' does not hold the images")
     assert cand.rate_mbit > 0 and cand.mem_available_mib > 0
     assert not host.active  # the uplink it brought up is down again
     stock(bravo.cfg, "face-rec", {"base": "ab" * 32})
