@@ -49,16 +49,8 @@ options:
       - The Manager's configuration (its admin socket).
     type: path
     required: true
-  peer_cert:
-    description:
-      - The client certificate this cloudlet presents to paired cloudlets.
-    type: path
-    required: true
-  peer_key:
-    description:
-      - Its key.
-    type: path
-    required: true
+extends_documentation_fragment:
+  - cloudlet_peer
 attributes:
   check_mode:
     support: none

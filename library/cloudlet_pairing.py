@@ -85,16 +85,6 @@ options:
       - This cloudlet's IBE public parameters.
     type: path
     required: true
-  peer_cert:
-    description:
-      - The client certificate this cloudlet presents to paired cloudlets.
-    type: path
-    required: true
-  peer_key:
-    description:
-      - Its key.
-    type: path
-    required: true
   ledger_dir:
     description:
       - Where each code's attempts are kept (root's, C(0700)).
@@ -118,6 +108,8 @@ options:
     type: list
     elements: str
     default: [virt-admin, server-update-tls, libvirtd]
+extends_documentation_fragment:
+  - cloudlet_peer
 attributes:
   check_mode:
     support: partial

@@ -113,14 +113,24 @@ def module_section(name: str) -> str:
     return match.group(1)
 
 
-def module_options(name: str) -> set[str]:
-    tree = ast.parse((ROOT / "library" / f"{name}.py").read_text())
-    for node in tree.body:
+def _documentation(path: Path) -> dict:
+    """The DOCUMENTATION string of a module or doc fragment, parsed."""
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "DOCUMENTATION" for t in node.targets
         ):
-            return set(yaml.safe_load(ast.literal_eval(node.value)).get("options") or {})
-    raise AssertionError(f"library/{name}.py has no DOCUMENTATION")
+            return yaml.safe_load(ast.literal_eval(node.value))
+    raise AssertionError(f"{path} has no DOCUMENTATION")
+
+
+def module_options(name: str) -> set[str]:
+    """A module's options, with those of the doc fragments it extends."""
+    doc = _documentation(ROOT / "library" / f"{name}.py")
+    options = set(doc.get("options") or {})
+    for fragment in doc.get("extends_documentation_fragment") or []:
+        path = ROOT / "plugins" / "doc_fragments" / f"{fragment}.py"
+        options |= set(_documentation(path).get("options") or {})
+    return options
 
 
 @pytest.mark.parametrize("role", ROLES)
