@@ -247,7 +247,8 @@ HEALTH_SCHEMA = {
     "additionalProperties": False,
     "properties": {
         "address": {"type": "string", "pattern": "^[0-9.]{7,15}$", "maxLength": 15},
-        "ports": {"type": "array", "items": schema.PORT, "minItems": 1, "maxItems": 8,
+        # As many as an SVM's record may have; tried at once, HEALTH_TIMEOUT at most.
+        "ports": {"type": "array", "items": schema.PORT, "minItems": 1, "maxItems": 64,
                   "uniqueItems": True},
     },
 }

@@ -63,12 +63,16 @@ def metadata(name: str, manifest_path: Path, fqdn: str) -> dict:
         "service_id": name,
         "fqdn": fqdn,
         "memory_mib": manifest["memory_mib"],
-        # The demo's manifest lists each port as {"guest": 80, "protocol": "tcp", ...}.
-        "ports": [p["guest"] if isinstance(p, dict) else p for p in manifest.get("ports", [])
-                  if isinstance(p, int) or isinstance(p, dict) and isinstance(p.get("guest"), int)],
+        "ports": [n for p in manifest.get("ports", []) if (n := _port(p))],
         "images": [{"name": role, "sha256": manifest["files"][role]["sha256"]}
                    for role in IMMUTABLE_ROLES],
     }
+
+
+def _port(entry: Any) -> int | None:
+    """A manifest's port: a number, or the demo's {"guest": 80, "protocol": "tcp", ...}."""
+    value = entry.get("guest") if isinstance(entry, dict) else entry
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def svm_address(dom: Any) -> str | None:
