@@ -295,7 +295,9 @@ async def svm_health(request: web.Request) -> web.Response:
         raise ConflictError(
             f"{address} is not on cloudlet {st.master.cloudlet_id!r}'s SVM network "
             f"({network or 'none configured'}).",
-            "Nothing was tried. Its admin sets svm_network (setup.yml) to the SVM bridge's subnet.",
+            "Nothing was tried."
+            + (" Its admin sets svm_network (setup.yml) to the SVM bridge's subnet."
+               if network is None else ""),
         )
     stray = sorted(set(data["ports"]) - set(rec.ports))
     if stray:
