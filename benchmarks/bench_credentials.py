@@ -26,7 +26,6 @@ import argparse
 import base64
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
-from managers import start_manager, stop_manager  # noqa: E402
+from managers import free_port, start_manager, stop_manager  # noqa: E402
 from test_manager_support import make_pki  # noqa: E402
 
 from cloudlet import formats  # noqa: E402
@@ -49,12 +48,6 @@ from cloudlet.migration.peer import PeerClient, peer_link  # noqa: E402
 from cloudlet.pairing_push import store_messages  # noqa: E402
 
 SERVICE = "svc-bench"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Manager:

@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from managers import start_manager, stop_manager
+from managers import free_port, start_manager, stop_manager
 
 from cloudlet import formats, pairing_push, pki
 from cloudlet.access import EapUser, HostapdControl, render_eap_users, sync_users
@@ -107,9 +107,7 @@ class Manager:
     """``python -m cloudlet.manager`` with a database of its own."""
 
     def __init__(self, cloudlet: Cloudlet, name: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         root = cloudlet.dir
         self.socket = root / f"{name}.sock"
         self.log = root / f"{name}.log"

@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 
 import yaml
-from managers import start_manager, stop_manager
+from managers import free_port, start_manager, stop_manager
 
 from cloudlet import formats, pki
 from cloudlet.crypto import auth, ibe
@@ -94,10 +94,7 @@ class Cloudlet:
         pki.write_private_key(root / "server.key", key)
         master = ibe.setup(CLOUDLET)
         formats.write_secret_file(root / "master.key", formats.encode_master_key(master))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        return cls(root, master, port)
+        return cls(root, master, free_port())
 
     def config(self, name: str, max_connections: int, auth_failures: int) -> Path:
         path = self.dir / f"{name}.toml"
