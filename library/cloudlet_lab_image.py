@@ -34,6 +34,8 @@ options:
     description:
       - Packages installed on top of the minimal system. Empty means the project's default list
         (systemd, sshd, python3, QEMU, libvirt, hostapd, wpa_supplicant, dnsmasq and tools).
+      - QEMU comes from the suite's backports (10.0 for bookworm) when the list names it, since
+        Debian 12's 7.2 corrupts guests live-migrated under TCG while they are sent traffic.
     type: list
     elements: str
     default: []

@@ -72,9 +72,9 @@ options:
   compression:
     description:
       - QEMU's migration compression; V("") for none. V(xbzrle) re-sends only the
-        changes of pages the SVM dirties again during the copy. QEMU 7.2's
-        multithreaded zlib (C(mt)) is refused; on the lab it left the migrated guest's
-        memory corrupt under network load (docs/migration.md).
+        changes of pages the SVM dirties again during the copy. Multithreaded zlib
+        (C(mt)) is not offered; QEMU 10 dropped it, and QEMU 7.2's left the migrated
+        guest's memory corrupt on the lab (docs/migration.md).
     type: str
     choices: ["", xbzrle]
     default: ""

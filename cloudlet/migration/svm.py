@@ -50,7 +50,7 @@ class Settings:
     """How the migration uses the link; 0 and "" mean libvirt's default."""
 
     bandwidth_mib: int = 0  # MiB/s cap on QEMU's stream
-    compression: str = ""  # "" (none) or "xbzrle"; QEMU 7.2's "mt" corrupts guests
+    compression: str = ""  # "" (none) or "xbzrle"; QEMU 10 has no "mt" any more
     max_downtime_ms: int = 50
     timeout: float = 900.0
     stall: float = 30.0  # seconds without a byte moved before the job is aborted

@@ -83,6 +83,18 @@ def test_image_cache_key_follows_the_whole_recipe():
                                   image.EXTRA_PACKAGES + ("vim",))
 
 
+def test_image_takes_qemu_from_backports_and_the_rest_from_the_suite(monkeypatch):
+    line = image.install_command("bookworm", image.EXTRA_PACKAGES)
+    assert (" qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports"
+            " qemu-system-data/bookworm-backports seabios/bookworm-backports"
+            " qemu-utils/bookworm-backports ") in line
+    assert " libvirt-daemon-system " in line and " systemd" not in line
+    assert "backports" not in image.install_command("bookworm", ("sudo", "curl"))
+    key = image.cache_key("bookworm", "http://mirror.invalid/debian")
+    monkeypatch.setattr(image, "BACKPORTS", {"qemu-system-x86": ()})
+    assert key != image.cache_key("bookworm", "http://mirror.invalid/debian")
+
+
 def test_host_mirror_reads_deb822_and_one_line_sources(tmp_path):
     from cloudlet.debian import host_mirror
 
