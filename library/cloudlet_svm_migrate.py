@@ -80,9 +80,18 @@ options:
     default: ""
   max_downtime:
     description:
-      - The longest pause QEMU aims for at the switch-over, in milliseconds.
+      - The longest pause QEMU aims for at the switch-over, in milliseconds, at first.
     type: int
     default: 50
+  downtime_ceiling:
+    description:
+      - How far the pause QEMU aims for is raised, in milliseconds, while the copy does not
+        converge. An SVM that writes memory about as fast as the link carries it leaves as
+        much after every pass as before; from the end of the first pass on, every 2 s the
+        job goes on, the aim doubles (or becomes QEMU's expected downtime, if larger) up
+        to this. The figures report where it ended (C(max_downtime_ms)).
+    type: int
+    default: 2000
   timeout:
     description:
       - Seconds the live migration may take before it is aborted (the SVM stays here).
@@ -158,8 +167,8 @@ moved:
   type: bool
   returned: success
 figures:
-  description: total_s, downtime_ms, bytes (memory and disk processed), rate_mib_s and the
-    sizes moved.
+  description: total_s, downtime_ms, bytes (memory and disk processed), rate_mib_s, the
+    sizes moved, and max_downtime_ms, the downtime aim QEMU ended with.
   type: dict
   returned: when moved
 health:
@@ -232,8 +241,10 @@ def run(module):
     if here in ("running", "paused"):
         address = svm_address(dom)
         meta = metadata(p["name"], Path(p["svm_dir"]) / p["name"] / "manifest.json", p["fqdn"])
-        settings = Settings(p["bandwidth"], p["compression"], p["max_downtime"], p["timeout"],
-                            p["stall"])
+        settings = Settings(bandwidth_mib=p["bandwidth"], compression=p["compression"],
+                            max_downtime_ms=p["max_downtime"],
+                            downtime_ceiling_ms=p["downtime_ceiling"], timeout=p["timeout"],
+                            stall=p["stall"])
         dconn = connect(f"qemu+tls://{p['address']}/system")
         progress = Path(p["progress_file"]) if p["progress_file"] else None
         result["figures"] = migrate_svm(conn, dconn, client, p["name"], meta, p["address"],
@@ -294,6 +305,7 @@ def main():
             bandwidth=dict(type="int", default=0),
             compression=dict(type="str", default="", choices=["", "xbzrle"]),
             max_downtime=dict(type="int", default=50),
+            downtime_ceiling=dict(type="int", default=2000),
             timeout=dict(type="int", default=900),
             stall=dict(type="int", default=30),
             health_wait=dict(type="int", default=30),

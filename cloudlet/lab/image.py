@@ -60,6 +60,26 @@ CONFIGURE = r"""
 set -eu
 # libvirt in a container: the cgroup filesystem is read-only (DESIGN.md §6).
 printf '\ncgroup_controllers = [ ]\n' >> /etc/libvirt/qemu.conf
+# A machine has its own network namespace, so its /proc/sys/net is its own, as
+# on a real host (nspawn, started inside the namespace, mounts /proc/sys
+# read-only): made writable at boot, then the net.* sysctl.d settings applied.
+cat > /etc/systemd/system/lab-sysctl-net.service <<'UNIT'
+[Unit]
+Description=Writable /proc/sys/net (the machine's own network namespace)
+DefaultDependencies=no
+Before=sysinit.target systemd-sysctl.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/mount --bind /proc/sys/net /proc/sys/net
+ExecStart=/bin/mount -o remount,bind,rw /proc/sys/net
+ExecStart=/usr/lib/systemd/systemd-sysctl --prefix=/net/
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+systemctl enable lab-sysctl-net.service
 # Two daemons must not share a host UUID, or migration refuses; each machine
 # gets its own machine-id at bring-up.
 printf '\nhost_uuid_source = "machine-id"\n' >> /etc/libvirt/libvirtd.conf

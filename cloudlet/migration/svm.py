@@ -51,7 +51,8 @@ class Settings:
 
     bandwidth_mib: int = 0  # MiB/s cap on QEMU's stream
     compression: str = ""  # "" (none) or "xbzrle"; QEMU 10 has no "mt" any more
-    max_downtime_ms: int = 50
+    max_downtime_ms: int = 50  # the pause QEMU aims for at first
+    downtime_ceiling_ms: int = 2000  # how far that is raised while the copy does not converge
     timeout: float = 900.0
     stall: float = 30.0  # seconds without a byte moved before the job is aborted
 
@@ -237,6 +238,36 @@ def _cut(dest_host: str) -> None:
     subprocess.run(["ss", "-K", "dst", dest_host], capture_output=True, check=False)
 
 
+class _Downtime:
+    """QEMU's downtime limit, raised while the copy does not converge.
+
+    QEMU pauses the SVM once what is left to send fits in the limit at the rate it
+    measures. An SVM that writes memory about as fast as the link carries it never
+    gets there: every pass leaves as much as the last. So once the first pass is
+    over, every STEP seconds the job goes on, the limit doubles (or becomes QEMU's
+    own expected downtime, if larger), up to the ceiling.
+    """
+
+    STEP = 2.0
+
+    def __init__(self, dom: Any, settings: Settings) -> None:
+        self.dom = dom
+        self.limit = settings.max_downtime_ms
+        self.ceiling = max(settings.downtime_ceiling_ms, self.limit)
+        self.due: float | None = None
+
+    def check(self, stats: dict, now: float) -> None:
+        if not self.limit or self.limit >= self.ceiling or stats.get("memory_iteration", 0) < 2:
+            return
+        if self.due is None:
+            self.due = now + self.STEP
+        elif now >= self.due:
+            expected = stats.get("downtime", 0) or 0
+            self.limit = min(self.ceiling, max(2 * self.limit, int(expected * 1.2)))
+            self.dom.migrateSetMaxDowntime(self.limit, 0)
+            self.due = now + self.STEP
+
+
 def _run_job(dom: Any, dest_uri: str, dest_host: str, params: dict, flags: int,
              settings: Settings, progress_file: Path | None,
              say: Callable[[dict], None]) -> dict:
@@ -259,6 +290,7 @@ def _run_job(dom: Any, dest_uri: str, dest_host: str, params: dict, flags: int,
         return reason
 
     worker = threading.Thread(target=job, name="migrate", daemon=True)
+    downtime = _Downtime(dom, settings)
     start = moved_at = time.monotonic()
     worker.start()
     last: dict = {}
@@ -275,7 +307,9 @@ def _run_job(dom: Any, dest_uri: str, dest_host: str, params: dict, flags: int,
                 figures = summarise(stats, final=False)
                 if figures["bytes"] != last.get("bytes"):
                     moved_at = now
-                last = figures
+                with contextlib.suppress(libvirt.libvirtError):  # the job may end meanwhile
+                    downtime.check(stats, now)
+                last = dict(figures, max_downtime_ms=downtime.limit)
                 _write_progress(progress_file, {"phase": "migrating", **last})
                 say(last)
             if why is not None:

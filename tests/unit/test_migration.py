@@ -24,7 +24,7 @@ from cloudlet.migration import handoff, select
 from cloudlet.migration.discover import Target, Uplink
 from cloudlet.migration.peer import PeerClient, peer_link
 from cloudlet.migration.select import Candidate, choose, rank, survey
-from cloudlet.migration.svm import check_health, metadata, svm_address
+from cloudlet.migration.svm import Settings, _Downtime, check_health, metadata, svm_address
 
 CRED = NetworkCredential("cloudlet-cl-bravo", "peer:cl-alpha", "p" * 24)
 
@@ -235,3 +235,34 @@ def test_health_waits_for_every_port_then_says_which_stay_silent(both, bravo, pk
         health = check_health(client, "face-rec", "127.0.0.1", [up, down], wait=1)
         assert not health["healthy"] and health["silent"] == [down]
         assert health["waited_s"] >= 1
+
+
+class _AimedDomain:
+    def __init__(self) -> None:
+        self.aims: list[int] = []
+
+    def migrateSetMaxDowntime(self, ms: int, flags: int) -> None:  # noqa: N802 - libvirt's name
+        self.aims.append(ms)
+
+
+def test_the_downtime_aim_rises_only_while_the_copy_does_not_converge():
+    dom = _AimedDomain()
+    aim = _Downtime(dom, Settings(max_downtime_ms=50, downtime_ceiling_ms=500))
+    aim.check({"memory_iteration": 1}, 0.0)
+    aim.check({"memory_iteration": 1}, 100.0)  # the first pass may take as long as it takes
+    aim.check({"memory_iteration": 2}, 100.0)
+    aim.check({"memory_iteration": 7}, 101.9)
+    assert dom.aims == [] and aim.limit == 50
+    aim.check({"memory_iteration": 9, "downtime": 60}, 102.0)  # doubled
+    aim.check({"memory_iteration": 20, "downtime": 300}, 104.0)  # QEMU expects more: that
+    aim.check({"memory_iteration": 30, "downtime": 300}, 106.0)  # the ceiling, no further
+    aim.check({"memory_iteration": 40, "downtime": 900}, 108.0)
+    assert dom.aims == [100, 360, 500] and aim.limit == 500
+
+
+def test_libvirts_own_downtime_aim_is_left_alone():
+    dom = _AimedDomain()
+    aim = _Downtime(dom, Settings(max_downtime_ms=0))
+    for second in range(60):
+        aim.check({"memory_iteration": 50, "downtime": 900}, float(second))
+    assert dom.aims == []
