@@ -87,9 +87,10 @@ options:
     description:
       - How far the pause QEMU aims for is raised, in milliseconds, while the copy does not
         converge. An SVM that writes memory about as fast as the link carries it leaves as
-        much after every pass as before; from the end of the first pass on, every 2 s the
-        job goes on, the aim doubles (or becomes QEMU's expected downtime, if larger) up
-        to this. The figures report where it ended (C(max_downtime_ms)).
+        much after every pass as before; when a pass (from the third on) starts with more
+        than 80 % of what the one before started with, the aim doubles, at most every 2 s,
+        up to this; V(0) never raises it. The figures report where it ended
+        (C(max_downtime_ms)).
     type: int
     default: 2000
   timeout:

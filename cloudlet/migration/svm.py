@@ -243,29 +243,35 @@ class _Downtime:
 
     QEMU pauses the SVM once what is left to send fits in the limit at the rate it
     measures. An SVM that writes memory about as fast as the link carries it never
-    gets there: every pass leaves as much as the last. So once the first pass is
-    over, every STEP seconds the job goes on, the limit doubles (or becomes QEMU's
-    own expected downtime, if larger), up to the ceiling.
+    gets there: every pass starts with about as much left as the one before. So
+    when a pass (from the second on) starts with more than SHRINK of what the
+    previous one started with, and the limit was not raised in the last STEP
+    seconds, the limit doubles, up to the ceiling. Passes that shrink leave it
+    alone, however long they take.
     """
 
     STEP = 2.0
+    SHRINK = 0.8
 
     def __init__(self, dom: Any, settings: Settings) -> None:
         self.dom = dom
         self.limit = settings.max_downtime_ms
         self.ceiling = max(settings.downtime_ceiling_ms, self.limit)
-        self.due: float | None = None
+        self.passes: tuple[int, int] = (0, 0)  # (latest pass seen, what was left at its start)
+        self.raised = float("-inf")
 
     def check(self, stats: dict, now: float) -> None:
-        if not self.limit or self.limit >= self.ceiling or stats.get("memory_iteration", 0) < 2:
+        number, left = stats.get("memory_iteration", 0), stats.get("memory_remaining", 0)
+        previous, previous_left = self.passes
+        if number == previous:
             return
-        if self.due is None:
-            self.due = now + self.STEP
-        elif now >= self.due:
-            expected = stats.get("downtime", 0) or 0
-            self.limit = min(self.ceiling, max(2 * self.limit, int(expected * 1.2)))
-            self.dom.migrateSetMaxDowntime(self.limit, 0)
-            self.due = now + self.STEP
+        self.passes = (number, left)
+        if (not self.limit or self.limit >= self.ceiling or previous < 2
+                or left < self.SHRINK * previous_left or now - self.raised < self.STEP):
+            return
+        self.limit = min(self.ceiling, 2 * self.limit)
+        self.dom.migrateSetMaxDowntime(self.limit, 0)
+        self.raised = now
 
 
 def _run_job(dom: Any, dest_uri: str, dest_host: str, params: dict, flags: int,

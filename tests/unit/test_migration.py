@@ -248,21 +248,30 @@ class _AimedDomain:
 def test_the_downtime_aim_rises_only_while_the_copy_does_not_converge():
     dom = _AimedDomain()
     aim = _Downtime(dom, Settings(max_downtime_ms=50, downtime_ceiling_ms=500))
-    aim.check({"memory_iteration": 1}, 0.0)
-    aim.check({"memory_iteration": 1}, 100.0)  # the first pass may take as long as it takes
-    aim.check({"memory_iteration": 2}, 100.0)
-    aim.check({"memory_iteration": 7}, 101.9)
-    assert dom.aims == [] and aim.limit == 50
-    aim.check({"memory_iteration": 9, "downtime": 60}, 102.0)  # doubled
-    aim.check({"memory_iteration": 20, "downtime": 300}, 104.0)  # QEMU expects more: that
-    aim.check({"memory_iteration": 30, "downtime": 300}, 106.0)  # the ceiling, no further
-    aim.check({"memory_iteration": 40, "downtime": 900}, 108.0)
-    assert dom.aims == [100, 360, 500] and aim.limit == 500
+    mib = 1 << 20
+
+    def poll(second: float, number: int, left_mib: float) -> None:
+        aim.check({"memory_iteration": number, "memory_remaining": int(left_mib * mib)}, second)
+
+    poll(0, 1, 384)  # the first pass, however long
+    poll(100, 1, 10)
+    for second, number, left in ((100, 2, 96), (140, 3, 40), (157, 4, 17), (164, 5, 7.1)):
+        poll(second, number, left)  # each pass starts with much less than the last
+    assert dom.aims == []
+    poll(165, 6, 7.0)  # no longer shrinking: doubled
+    poll(166, 7, 7.0)  # not again within 2 s
+    poll(166.5, 7, 1.0)  # the same pass: nothing
+    poll(167.5, 9, 7.0)  # doubled again
+    poll(170, 12, 3.0)  # shrinking again: left alone
+    poll(172, 15, 3.0)  # doubled again
+    poll(175, 18, 3.0)  # the ceiling, no further
+    poll(178, 21, 3.0)
+    assert dom.aims == [100, 200, 400, 500] and aim.limit == 500
 
 
 def test_libvirts_own_downtime_aim_is_left_alone():
     dom = _AimedDomain()
     aim = _Downtime(dom, Settings(max_downtime_ms=0))
     for second in range(60):
-        aim.check({"memory_iteration": 50, "downtime": 900}, float(second))
+        aim.check({"memory_iteration": second, "memory_remaining": 1 << 20}, float(second))
     assert dom.aims == []
