@@ -244,10 +244,11 @@ class _Downtime:
     QEMU pauses the SVM once what is left to send fits in the limit at the rate it
     measures. An SVM that writes memory about as fast as the link carries it never
     gets there: every pass starts with about as much left as the one before. So
-    when a pass (from the second on) starts with more than SHRINK of what the
-    previous one started with, and the limit was not raised in the last STEP
-    seconds, the limit doubles, up to the ceiling. Passes that shrink leave it
-    alone, however long they take.
+    when a pass (from the third on: the second starts with what the SVM wrote
+    during the bulk copy) starts with more than SHRINK of what the one before
+    started with, and the limit was not raised in the last STEP seconds, the
+    limit doubles, up to the ceiling. Passes that shrink leave it alone, however
+    long they take.
     """
 
     STEP = 2.0
