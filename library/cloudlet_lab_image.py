@@ -34,8 +34,10 @@ options:
     description:
       - Packages installed on top of the minimal system. Empty means the project's default list
         (systemd, sshd, python3, QEMU, libvirt, hostapd, wpa_supplicant, dnsmasq and tools).
-      - QEMU comes from the suite's backports (10.0 for bookworm) when the list names it, since
-        Debian 12's 7.2 corrupts guests live-migrated under TCG while they are sent traffic.
+      - QEMU and libvirt come from the suite's backports (10.0 and 11.3 for bookworm), pinned
+        there in the image's apt preferences. Debian 12's QEMU 7.2 corrupts guests
+        live-migrated under TCG while they are sent traffic, and its libvirt 9.0 cannot ask
+        QEMU for the zstd compression migrations use.
     type: list
     elements: str
     default: []

@@ -46,14 +46,12 @@ EXTRA_PACKAGES = (
     "wpasupplicant",
     "dnsmasq-base",
 )
-# Of those, taken from the suite's backports, each with the dependencies that
-# apt does not take from there on its own on a fresh system: Debian 12's QEMU
-# 7.2 under TCG corrupts a guest that is sent traffic while it is
-# live-migrated, QEMU 10.0 does not (docs/migration.md).
-BACKPORTS = {
-    "qemu-system-x86": ("qemu-system-common", "qemu-system-data", "seabios"),
-    "qemu-utils": (),
-}
+# Of those, the packages (apt patterns) pinned to the suite's backports, so
+# that apt takes them and their exact-version dependencies from there: Debian
+# 12's QEMU 7.2 under TCG corrupts a guest that is sent traffic while it is
+# live-migrated, QEMU 10.0 does not; libvirt 9.0 cannot ask QEMU for multifd
+# compression, 11.3 can (docs/migration.md).
+BACKPORTS = ("qemu-*", "libvirt*", "seabios")
 
 # Runs inside the chroot after the packages are in. Part of the cache key.
 CONFIGURE = r"""
@@ -107,7 +105,7 @@ def cache_key(suite: str, mirror: str, packages: tuple[str, ...] = EXTRA_PACKAGE
             "mirror": mirror,
             "base": BASE_PACKAGES,
             "packages": sorted(packages),
-            "backports": sorted(BACKPORTS.items()),
+            "backports": BACKPORTS,
             "configure": CONFIGURE,
         },
         sort_keys=True,
@@ -115,16 +113,15 @@ def cache_key(suite: str, mirror: str, packages: tuple[str, ...] = EXTRA_PACKAGE
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
-def install_command(suite: str, packages: tuple[str, ...]) -> str:
-    """The chroot's apt-get line: the packages, those of BACKPORTS (and their dependencies
-    there) from the backports."""
-    wanted = []
-    for package in packages:
-        if package in BACKPORTS:
-            wanted += [f"{p}/{suite}-backports" for p in (package, *BACKPORTS[package])]
-        else:
-            wanted.append(package)
-    return "apt-get update -q && apt-get install -y -q --no-install-recommends " + " ".join(wanted)
+def backports_pin(suite: str) -> str:
+    """The apt preferences that take BACKPORTS from the suite's backports."""
+    return (f"Package: {' '.join(BACKPORTS)}\nPin: release n={suite}-backports\n"
+            "Pin-Priority: 990\n")
+
+
+def install_command(packages: tuple[str, ...]) -> str:
+    return ("apt-get update -q && apt-get install -y -q --no-install-recommends "
+            + " ".join(packages))
 
 
 def image_path(cache_dir: str, key: str) -> Path:
@@ -188,10 +185,12 @@ def build(
         Path(root, "etc/apt/sources.list.d/backports.list").write_text(
             f"deb {mirror} {suite}-backports main\n"
         )
-        _chroot(root, install_command(suite, packages))
+        Path(root, "etc/apt/preferences.d/backports.pref").write_text(backports_pin(suite))
+        _chroot(root, install_command(packages))
         _chroot(root, CONFIGURE)
         (scratch / "recipe.json").write_text(
-            json.dumps({"suite": suite, "mirror": mirror, "packages": list(packages)}, indent=1)
+            json.dumps({"suite": suite, "mirror": mirror, "packages": list(packages),
+                        "backports": list(BACKPORTS)}, indent=1)
         )
         (scratch / "complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
         if final.parent.exists():

@@ -83,15 +83,15 @@ def test_image_cache_key_follows_the_whole_recipe():
                                   image.EXTRA_PACKAGES + ("vim",))
 
 
-def test_image_takes_qemu_from_backports_and_the_rest_from_the_suite(monkeypatch):
-    line = image.install_command("bookworm", image.EXTRA_PACKAGES)
-    assert (" qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports"
-            " qemu-system-data/bookworm-backports seabios/bookworm-backports"
-            " qemu-utils/bookworm-backports ") in line
-    assert " libvirt-daemon-system " in line and " systemd" not in line
-    assert "backports" not in image.install_command("bookworm", ("sudo", "curl"))
+def test_image_takes_qemu_and_libvirt_from_backports_and_the_rest_from_the_suite(monkeypatch):
+    pin = image.backports_pin("bookworm")
+    assert pin.splitlines() == ["Package: qemu-* libvirt* seabios",
+                                "Pin: release n=bookworm-backports", "Pin-Priority: 990"]
+    line = image.install_command(image.EXTRA_PACKAGES)
+    assert " qemu-system-x86 " in line and " libvirt-daemon-system " in line
+    assert "backports" not in line and " systemd" not in line
     key = image.cache_key("bookworm", "http://mirror.invalid/debian")
-    monkeypatch.setattr(image, "BACKPORTS", {"qemu-system-x86": ()})
+    monkeypatch.setattr(image, "BACKPORTS", ("qemu-*",))
     assert key != image.cache_key("bookworm", "http://mirror.invalid/debian")
 
 

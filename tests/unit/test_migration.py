@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import threading
+import types
 
 import pytest
 from test_manager_support import admin, pair, stock
@@ -24,7 +25,15 @@ from cloudlet.migration import handoff, select
 from cloudlet.migration.discover import Target, Uplink
 from cloudlet.migration.peer import PeerClient, peer_link
 from cloudlet.migration.select import Candidate, choose, rank, survey
-from cloudlet.migration.svm import Settings, _Downtime, check_health, metadata, svm_address
+from cloudlet.migration.svm import (
+    Settings,
+    _check_multifd,
+    _Downtime,
+    check_health,
+    job_request,
+    metadata,
+    svm_address,
+)
 
 CRED = NetworkCredential("cloudlet-cl-bravo", "peer:cl-alpha", "p" * 24)
 
@@ -275,3 +284,45 @@ def test_libvirts_own_downtime_aim_is_left_alone():
     for second in range(60):
         aim.check({"memory_iteration": second, "memory_remaining": 1 << 20}, float(second))
     assert dom.aims == []
+
+
+# libvirt's constants, as python3-libvirt defines them (the binding is not in the venv).
+_LIBVIRT = types.SimpleNamespace(
+    VIR_MIGRATE_LIVE=1, VIR_MIGRATE_PEER2PEER=2, VIR_MIGRATE_PERSIST_DEST=8,
+    VIR_MIGRATE_UNDEFINE_SOURCE=16, VIR_MIGRATE_NON_SHARED_INC=128, VIR_MIGRATE_COMPRESSED=2048,
+    VIR_MIGRATE_TLS=65536, VIR_MIGRATE_PARALLEL=131072, VIR_MIGRATE_PARAM_URI="migrate_uri",
+    VIR_MIGRATE_PARAM_COMPRESSION="compression", VIR_MIGRATE_PARAM_BANDWIDTH="bandwidth",
+    VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS="parallel.connections")
+_ALWAYS = 1 | 2 | 8 | 16 | 128 | 65536
+
+
+def test_zstd_is_sent_on_parallel_connections_and_xbzrle_on_one():
+    flags, params = job_request(_LIBVIRT, Settings(), "10.0.0.2")
+    assert flags == _ALWAYS | 2048 | 131072
+    assert params == {"migrate_uri": "tcp://10.0.0.2", "compression": "zstd",
+                      "parallel.connections": 2}
+    flags, params = job_request(_LIBVIRT, Settings(compression="xbzrle", bandwidth_mib=2),
+                                "10.0.0.2")
+    assert flags == _ALWAYS | 2048
+    assert params == {"migrate_uri": "tcp://10.0.0.2", "compression": "xbzrle", "bandwidth": 2}
+    assert job_request(_LIBVIRT, Settings(compression=""), "h") == (
+        _ALWAYS, {"migrate_uri": "tcp://h"})
+
+
+class _Libvirtd:
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+    def getLibVersion(self) -> int:  # noqa: N802 - libvirt's name
+        return self.version
+
+
+def test_zstd_is_refused_before_anything_moves_when_a_libvirt_is_older_than_9_4():
+    _check_multifd("zstd", {"here": _Libvirtd(11_003_000), "on the target": _Libvirtd(9_004_000)})
+    with pytest.raises(MigrationError) as caught:
+        _check_multifd("zstd", {"here": _Libvirtd(11_003_000),
+                                "on the target": _Libvirtd(9_000_000)})
+    assert caught.value.message.startswith(
+        "The libvirt on the target (9.0) cannot ask QEMU for zstd compression")
+    assert "migrate_compression=''" in caught.value.hint
+    assert "Nothing was moved" in caught.value.hint
