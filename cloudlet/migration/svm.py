@@ -50,8 +50,6 @@ MIB = 1024 * 1024
 # first asks QEMU for them (9.4; Debian 12 has 9.0, bookworm-backports 11.3).
 MULTIFD_COMPRESSIONS = ("zstd",)
 MULTIFD_LIBVIRT = 9_004_000
-# libvirt's name for the zstd level (Debian 12's python3-libvirt 9.0 does not know it).
-ZSTD_LEVEL = "compression.zstd.level"
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,6 @@ class Settings:
     bandwidth_mib: int = 0  # MiB/s cap on QEMU's stream
     compression: str = "zstd"  # "zstd" (multifd), "xbzrle", or "" (none)
     connections: int = 2  # parallel connections of a multifd compression
-    level: int = 9  # zstd's level (1-20); 0: QEMU's own (1)
     max_downtime_ms: int = 50  # the pause QEMU aims for at first
     downtime_ceiling_ms: int = 2000  # how far that is raised while the copy does not converge
     timeout: float = 900.0
@@ -393,8 +390,6 @@ def job_request(lv: Any, settings: Settings, dest_host: str) -> tuple[int, dict]
     if settings.compression in MULTIFD_COMPRESSIONS:
         flags |= lv.VIR_MIGRATE_PARALLEL
         params[lv.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = settings.connections
-        if settings.level:
-            params[ZSTD_LEVEL] = settings.level
     if settings.bandwidth_mib:
         params[lv.VIR_MIGRATE_PARAM_BANDWIDTH] = settings.bandwidth_mib
     return flags, params
