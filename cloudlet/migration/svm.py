@@ -211,7 +211,8 @@ class _Target:
                     pool = self.dconn.storagePoolLookupByTargetPath(self.directory)
                     pool.storageVolLookupByName(self.volume.name()).delete(0)
             except Exception as exc:  # noqa: BLE001 - a dead link: say what is left
-                left.append(f"the SVM's empty overlay ({exc}; the next migration there "
+                reason = exc.message if isinstance(exc, MigrationError) else exc
+                left.append(f"the SVM's empty overlay ({reason}; the next migration there "
                             "replaces it)")
         if self.recorded:
             try:
