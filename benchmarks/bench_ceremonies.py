@@ -12,7 +12,7 @@ ansible-runner's job events).
 
     python benchmarks/bench_ceremonies.py [--runs 3]
 
-Each run brings up a fresh "cerb" lab (10.86.0.0/16, warm image cache), so a
+Each run brings up a fresh "cerb" lab (10.91.0.0/16, warm image cache), so a
 lab brought up by `make demo` is left alone; the lab is removed at the end.
 The control node's state (manifest signing key, delivery records, audit log)
 goes to a scratch control directory, removed at the end too, so the
@@ -51,7 +51,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-ceremonies-"))
     (scratch / "group_vars").symlink_to(ROOT / "inventories" / "lab" / "group_vars")
     inventory = scratch / "hosts.yml"
-    lab = ["-e", "lab_name=cerb", "-e", "lab_subnet=10.86.0.0/16",
+    lab = ["-e", "lab_name=cerb", "-e", "lab_subnet=10.91.0.0/16",
            "-e", f"lab_inventory_path={inventory}"]
     # cloudlet_control_dir and the audit callback both follow it.
     os.environ["CLOUDLET_CONTROL_DIR"] = str(scratch / "control")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Live migration over a shaped tactical link: ours against plain virsh and stop-and-copy.
 
-On a lab of its own ("migb", 10.87.0.0/16: cloudlet-a and cloudlet-b, set up
+On a lab of its own ("migb", 10.90.0.0/16: cloudlet-a and cloudlet-b, set up
 and paired), the demo SVM moves back and forth between the two over each
 one's uplink into the other's field network (802.1X-authorized by a first
 migrate.yml run), both directions of both uplinks shaped with
@@ -59,7 +59,7 @@ from timing import ROOT, playbook
 
 from cloudlet.lab.topology import field_ifname
 
-LAB, SUBNET = "migb", "10.87.0.0/16"
+LAB, SUBNET = "migb", "10.90.0.0/16"
 A, B = "cloudlet-a", "cloudlet-b"
 SVM = "demo-counter"
 # The store role's catalog entry for it, as every cloudlet runs it by default.
