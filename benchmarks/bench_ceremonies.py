@@ -7,7 +7,7 @@ the lab's pairing segment), migration (migrate.yml moving the demo SVM from
 cloudlet-a to cloudlet-b, unshaped, until device-1 has followed it) and the
 whole mission (those five back to back, from the first setup's start to the
 migration's end; the second setup runs after it), as medians over several
-fresh labs, and the tasks that take the most time in the first setup (from
+fresh labs, and the tasks that take the most time in each first setup (from
 ansible-runner's job events).
 
     python benchmarks/bench_ceremonies.py [--runs 3]
@@ -60,7 +60,7 @@ def main() -> None:
                                      "device pairing": [], "cloudlet pairing": [],
                                      "migration": [], "whole mission": [],
                                      "setup, second run": []}
-    slowest = []
+    slowest: list[list] = []
     try:
         for _ in range(args.runs):
             timed_playbook("lab", *lab, "-e", "lab_state=absent")
@@ -68,7 +68,7 @@ def main() -> None:
             start = time.monotonic()
             first = playbook("setup", *on_lab)
             times["setup, first run"].append(first.seconds)
-            slowest = first.slowest(8)
+            slowest.append(first.slowest(8))
             times["delivery"].append(timed_playbook("delivery", *on_lab))
             times["device pairing"].append(
                 timed_playbook("pair_device", *on_lab, "-e", "device=device-1"))
@@ -85,9 +85,10 @@ def main() -> None:
     for name, values in times.items():
         runs = ", ".join(f"{v:.1f}" for v in values)
         print(f"  {name:18s} median {statistics.median(values):6.1f}  (runs: {runs})")
-    print("slowest tasks of the last first setup (seconds, per host):")
-    for task in slowest:
-        print(f"  {task.seconds:6.1f}  {task.host:12s} {task.task}")
+    for run, tasks in enumerate(slowest, 1):
+        print(f"slowest tasks of the first setup, run {run} (seconds, per host):")
+        for task in tasks:
+            print(f"  {task.seconds:6.1f}  {task.host:12s} {task.task}")
 
 
 if __name__ == "__main__":
