@@ -16,6 +16,11 @@ of it rewritten. Medians of ``--runs`` migrations:
 * stop-and-copy, as the seed's reference did: suspend, then migrate the
   paused SVM (disk overlay, then memory), resume on the target.
 
+Plain may never converge (an SVM that dirties memory as fast as the link
+carries it, at libvirt's 300 ms downtime aim): a plain move still running
+after ``--plain-limit`` seconds is aborted (the SVM stays where it was) and
+its row says so, with what it had sent.
+
 Figures per row:
 
 * total: seconds from the start of the job to the SVM running on the target
@@ -32,7 +37,8 @@ Figures per row:
   clusters are not data).
 
     python benchmarks/bench_migration.py [--runs 3] [--rates 100,20]
-                                         [--workloads light,dirtying] [--keep]
+                                         [--workloads light,dirtying]
+                                         [--plain-limit 300] [--keep]
 
 ``--keep`` leaves the lab up (and reuses one left up), for a second run.
 The figures are printed and saved in ``benchmarks/results/``, named after
@@ -228,7 +234,23 @@ def overlay_data(host: str) -> int:
     return sum(e["length"] for e in extents if e["depth"] == 0 and e["data"])
 
 
-def migrate(method: str, source: str, inventory: list[str]) -> dict:
+def within(host: str, command: str, limit: float) -> bool:
+    """Run a ``virsh migrate`` on ``host``; abort its job after ``limit`` seconds.
+    Whether it finished."""
+    proc = subprocess.Popen(["ssh", "-F", f"{STATE}/ssh_config", host, command],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        on(host, f"virsh domjobabort {SVM}", check=False)
+        proc.communicate()
+        return False
+    if proc.returncode != 0:
+        sys.exit(f"{command} failed on {host}: {err.strip() or out.strip()}")
+    return True
+
+
+def migrate(method: str, source: str, inventory: list[str], limit: float) -> dict:
     target = other(source)
     port = host_port(source)
     disk = overlay_data(source)
@@ -238,6 +260,7 @@ def migrate(method: str, source: str, inventory: list[str]) -> dict:
     common = (f"--p2p --tls --copy-storage-inc --persistent --undefinesource {SVM} {uri} "
               f"tcp://{field_address(target)}")
     sent = wire_bytes(port)
+    finished = True
     with Pinger() as pings:
         start = time.monotonic()
         if method == "ours":
@@ -247,13 +270,16 @@ def migrate(method: str, source: str, inventory: list[str]) -> dict:
                      "-e", "migrate_device_wait=0", "-e", "migrate_health_wait=0")
             total = json.loads(on(source, f"cat /run/cloudlet-migrate-{SVM}.json"))["total_s"]
         elif method == "plain":
-            on(source, f"virsh migrate --live {common}")
+            finished = within(source, f"virsh migrate --live {common}", limit)
             total = time.monotonic() - start
         else:
             on(source, f"virsh suspend {SVM} && virsh migrate {common}")
             on(target, f"virsh resume {SVM}")
             total = time.monotonic() - start
     sent = wire_bytes(port) - sent
+    if not finished:
+        return {"total_s": round(total, 2), "downtime_ms": 0.0, "gap_ms": 0.0, "wire": sent,
+                "normal": 0.0, "disk": disk, "libvirt": 0.0, "broken": "", "finished": False}
     broken = "" if answering(target) else revive(target)
     if method == "ours":
         figures = json.loads(on(source, f"cat /run/cloudlet-migrate-{SVM}.json"))
@@ -266,7 +292,7 @@ def migrate(method: str, source: str, inventory: list[str]) -> dict:
         libvirt_bytes = _number(stats, "Memory processed") + _number(stats, "File processed")
     return {"total_s": round(float(total), 2), "downtime_ms": qemu_ms,
             "gap_ms": round(pings.longest_gap_ms(), 1), "wire": sent, "normal": normal,
-            "disk": disk, "libvirt": libvirt_bytes, "broken": broken}
+            "disk": disk, "libvirt": libvirt_bytes, "broken": broken, "finished": True}
 
 
 def lab_up(inventory: Path, keep: bool) -> list[str]:
@@ -295,15 +321,25 @@ def summary(rows: dict, rates: list[int], workload: str, touched: float) -> list
     for rate in rates:
         for method in METHODS:
             every = rows[f"{workload}/{method}@{rate}"]
-            runs = [r for r in every if not r["broken"]] or every
-            med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "broken"}
+            done = [r for r in every if r["finished"]]
+            if not done:
+                sent = statistics.median(r["wire"] for r in every) / 2**20
+                lines.append(f"{method:14s} {rate:>5d} did not converge: aborted after "
+                             f"{statistics.median(r['total_s'] for r in every):.0f} s in "
+                             f"{len(every)} of {len(every)} runs, {sent:.1f} MiB sent")
+                continue
+            runs = [r for r in done if not r["broken"]] or done
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]
+                   if k not in ("broken", "finished")}
             phys = med["total_s"] / (med["wire"] * 8 / (rate * 1e6))
             ratio = med["wire"] / (touched + med["disk"]) if touched else float("nan")
             each = ", ".join(f"{r['total_s']:.1f}/{r['gap_ms']:.0f}" for r in runs)
-            broken = sum(bool(r["broken"]) for r in every)
+            broken = sum(bool(r["broken"]) for r in done)
+            aborted = len(every) - len(done)
             lines.append(f"{method:14s} {rate:>5d} {med['total_s']:8.2f} {med['downtime_ms']:8.0f} "
                          f"{med['gap_ms']:7.0f} {med['wire'] / 2**20:6.1f} {phys:5.2f} "
-                         f"{ratio:5.2f}  {each}; guest broken by {broken}")
+                         f"{ratio:5.2f}  {each}; guest broken by {broken}"
+                         + (f"; {aborted} aborted unconverged" if aborted else ""))
     return lines
 
 
@@ -321,7 +357,9 @@ def plot(rows: dict, rates: list[int], workloads: list[str], path: Path) -> None
         for ax, key, label in ((row[0], "total_s", "total (s)"),
                                (row[1], "gap_ms", "service gap (ms, log)")):
             for i, method in enumerate(METHODS):
-                values = [statistics.median(r[key] for r in rows[f"{workload}/{method}@{rate}"])
+                # A method that never finished at a rate has no bar there.
+                values = [statistics.median([r[key] for r in rows[f"{workload}/{method}@{rate}"]
+                                             if r["finished"]] or [float("nan")])
                           for rate in rates]
                 ax.bar([j + i * 0.25 for j in range(len(rates))], values, 0.25, label=method)
             ax.set_xticks([j + 0.25 for j in range(len(rates))],
@@ -341,6 +379,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rates", default="100,20")
     parser.add_argument("--workloads", default="light,dirtying")
+    parser.add_argument("--plain-limit", type=float, default=300,
+                        help="seconds before an unconverged plain move is aborted")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -362,7 +402,7 @@ def main() -> None:
             revive(holder())
         # A first move each way authorizes both uplinks (802.1X) for virsh's runs.
         for _ in range(2):
-            migrate("ours", holder(), on_lab)
+            migrate("ours", holder(), on_lab, args.plain_limit)
         for workload in workloads:
             shape(None)
             boot(workload, on_lab)
@@ -370,7 +410,8 @@ def main() -> None:
                 shape(rate)
                 for method in METHODS:
                     row = f"{workload}/{method}@{rate}"
-                    rows[row] = [migrate(method, holder(), on_lab) for _ in range(args.runs)]
+                    rows[row] = [migrate(method, holder(), on_lab, args.plain_limit)
+                                 for _ in range(args.runs)]
                     print(f"{row}: {rows[row]}", flush=True)
         shape(None)
     finally:
@@ -381,8 +422,9 @@ def main() -> None:
     print(f"\nlink: tc tbf rate R burst 32kb latency 200ms, both ways; {os.cpu_count()} CPUs")
     touched, lines = {}, []
     for workload in workloads:
-        touched[workload] = statistics.median(r["normal"] for rate in rates
-                                              for r in rows[f"{workload}/plain@{rate}"])
+        touched[workload] = statistics.median([r["normal"] for rate in rates
+                                               for r in rows[f"{workload}/plain@{rate}"]
+                                               if r["finished"]] or [0.0])
         lines += summary(rows, rates, workload, touched[workload])
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)

@@ -22,7 +22,12 @@ from cloudlet.lab.topology import Plan
 
 __all__ = ["down", "host_keys", "ssh_key", "up"]
 
-KVM_DEVICES = ("/dev/kvm", "/dev/net/tun")
+# What a cloudlet's QEMU needs of the host: KVM (where it works), tap devices, and
+# for post-copy migration userfaultfd and munlockall() (nspawn's filter allows the
+# @memlock calls only to containers with CAP_IPC_LOCK, which would let them lock
+# memory too).
+VM_HOST_DEVICES = ("/dev/kvm", "/dev/net/tun", "/dev/userfaultfd")
+VM_HOST_SYSCALLS = ("@memlock",)
 READY_TIMEOUT = 120.0
 
 
@@ -114,8 +119,10 @@ def up(plan: Plan, state_dir: str, image: str, image_key: str) -> dict:
     def boot(machine):
         mdir = MachineDir(state_dir, machine.name)
         mdir.prepare(image, image_key, _machine_files(plan, machine.name, pubkey))
-        devices = KVM_DEVICES if machine.role == "cloudlet" else ()
-        mdir.start(machine, devices=tuple(d for d in devices if Path(d).exists()))
+        if machine.role == "cloudlet":
+            mdir.start(machine, mdir.device_nodes(VM_HOST_DEVICES), VM_HOST_SYSCALLS)
+        else:
+            mdir.start(machine)
         return machine
 
     deadline = time.monotonic() + READY_TIMEOUT

@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 import uuid
@@ -161,7 +162,28 @@ class MachineDir:
         (self.root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
         run(["ssh-keygen", "-A", "-f", str(self.root)])  # its own host keys
 
-    def start(self, machine: Machine, devices: tuple[str, ...] = ()) -> int:
+    def device_nodes(self, devices: tuple[str, ...]) -> tuple[str, ...]:
+        """This machine's own nodes for the host's ``devices`` that exist, as nspawn binds.
+
+        The machine owns its copies: what its systemd or libvirt chowns (the host's
+        /dev/kvm had taken the containers' kvm group; libvirt gives /dev/userfaultfd
+        to QEMU's user) is its node, not the host's."""
+        binds = []
+        for dev in devices:
+            try:
+                rdev = os.stat(dev).st_rdev
+            except FileNotFoundError:
+                continue
+            node = self.base / "dev" / Path(dev).name
+            node.parent.mkdir(exist_ok=True)
+            node.unlink(missing_ok=True)
+            os.mknod(node, 0o600 | stat.S_IFCHR, rdev)
+            shutil.copymode(dev, node)
+            binds.append(f"{node}:{dev}")
+        return tuple(binds)
+
+    def start(self, machine: Machine, devices: tuple[str, ...] = (),
+              syscalls: tuple[str, ...] = ()) -> int:
         # nspawn runs *inside* the machine's namespace (nsenter execs it), rather
         # than being handed it with --network-namespace-path: only then is the
         # container's /sys/class/net its own and not the host's, which
@@ -183,6 +205,7 @@ class MachineDir:
             str(self.root),
         ]
         argv += [f"--bind={dev}" for dev in devices]
+        argv += [f"--system-call-filter={call}" for call in syscalls]
         # A shell joins the machine's own cgroups, then execs nsenter, which
         # execs nspawn: one PID throughout, so the PID file names the nspawn.
         procs = []
