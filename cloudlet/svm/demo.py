@@ -48,7 +48,9 @@ __all__ = [
 KERNEL_META = "linux-image-cloud-amd64"  # smallest Debian kernel; boots in seconds under TCG
 BUSYBOX = "busybox-static"
 # Drivers the cloud kernel builds as modules; ext4 and the serial console are built in.
-MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
+# virtio_balloon reports the guest's free memory (free page reporting): QEMU drops
+# those pages, and a migration sends them as zero pages, not their old contents.
+MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_balloon")
 SERVICE = {
     "id": "demo-counter",
     "label": "counter",
@@ -441,7 +443,8 @@ def qemu_argv(result: dict, host_port: int, *, extra_cmdline: str = "") -> list[
             "-drive", f"file={paths['overlay']},if=virtio,format=qcow2,snapshot=on",
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:80",
             # No iPXE option ROM: the SVM boots its kernel directly, a second sooner.
-            "-device", "virtio-net-pci,netdev=n0,romfile="]
+            "-device", "virtio-net-pci,netdev=n0,romfile=",
+            "-device", "virtio-balloon-pci,free-page-reporting=on"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

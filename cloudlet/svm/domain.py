@@ -269,7 +269,9 @@ def _spec_root(manifest: dict, cfg: SvmConfig) -> ET.Element:
     _sub(serial, "source", path=log)
     _sub(serial, "target", port="0")
     _sub(dev, "controller", type="usb", model="none")
-    _sub(dev, "memballoon", model="none")
+    # No ballooning, only free page reporting: memory the guest frees goes back to
+    # the cloudlet, and a migration sends it as zero pages (docs/migration.md).
+    _sub(dev, "memballoon", model="virtio", freePageReporting="on")
     return dom
 
 

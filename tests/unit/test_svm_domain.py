@@ -64,6 +64,9 @@ def test_xml_uses_the_domain_type_given_and_boots_the_manifest_files(svm_dir):
     serial = root.find("devices/serial")
     assert serial.get("type") == "file"
     assert serial.find("source").get("path") == "/var/log/libvirt/qemu/demo-counter-console.log"
+    # Free page reporting only: what the guest frees is not migrated.
+    assert root.find("devices/memballoon").attrib == {"model": "virtio",
+                                                      "freePageReporting": "on"}
     net = ET.fromstring(domain.render_xml(manifest, cfg(svm_dir, network="svm")))
     assert net.find("devices/interface").get("type") == "network"
     assert net.find("devices/interface/source").attrib == {"network": "svm"}
