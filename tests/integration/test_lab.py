@@ -112,16 +112,22 @@ def _tx_bytes(lab, host: str, ifname: str) -> int:
     return int(lab.ssh(host, f"cat /sys/class/net/{ifname}/statistics/tx_bytes").stdout)
 
 
-def test_guest_live_migrates_between_cloudlets_over_the_pairing_link(lab, tmp_path):
+def virsh(uri: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
+                          timeout=300, check=check)
+
+
+def start_guest(lab, tmp_path: Path, name: str) -> tuple[str, str]:
+    """A bare guest started on cloudlet-a; the two cloudlets' libvirt URIs."""
     src, dst = lab.libvirt_uri("cloudlet-a"), lab.libvirt_uri("cloudlet-b")
     xml = tmp_path / "guest.xml"
-    xml.write_text(GUEST_XML.format(name="lab-mig"))
-
-    def virsh(uri, *args, check=True):
-        return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
-                              timeout=300, check=check)
-
+    xml.write_text(GUEST_XML.format(name=name))
     virsh(src, "create", str(xml))
+    return src, dst
+
+
+def test_guest_live_migrates_between_cloudlets_over_the_pairing_link(lab, tmp_path):
+    src, dst = start_guest(lab, tmp_path, "lab-mig")
     uuid = virsh(src, "domuuid", "lab-mig").stdout.strip()
     time.sleep(1)  # let the guest's firmware run, so there is state to move
     dst_ip = lab.address("cloudlet-b", "pair0")
@@ -140,33 +146,19 @@ def test_guest_live_migrates_between_cloudlets_over_the_pairing_link(lab, tmp_pa
 
 
 def test_guest_post_copy_migrates_between_cloudlets(lab, tmp_path):
-    """QEMU's post-copy needs userfaultfd and munlockall() on both ends; nspawn's
-    defaults deny both (no /dev/userfaultfd, no @memlock calls)."""
-    src, dst = lab.libvirt_uri("cloudlet-a"), lab.libvirt_uri("cloudlet-b")
-    xml = tmp_path / "guest.xml"
-    xml.write_text(GUEST_XML.format(name="lab-pc"))
-
-    def virsh(uri, *args, check=True):
-        return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
-                              timeout=300, check=check)
-
-    virsh(src, "create", str(xml))
-    time.sleep(1)
-    # At 1 MiB/s the pre-copy pass is still running when the switch is asked for.
-    move = subprocess.Popen(
-        ["virsh", "-c", src, "migrate", "--live", "--postcopy", "--bandwidth", "1", "lab-pc", dst,
-         "--migrateuri", f"tcp://{lab.address('cloudlet-b', 'pair0')}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """QEMU checks on both ends, when post-copy is asked for, that it can use
+    userfaultfd and munlockall(); nspawn's defaults deny both (no /dev/userfaultfd,
+    no @memlock calls), and the move fails at once. (A bare guest's pre-copy ends
+    too soon to switch to post-copy reliably; docs/migration.md has real ones.)"""
+    src, dst = start_guest(lab, tmp_path, "lab-pc")
     try:
-        time.sleep(1)
-        switch = virsh(src, "migrate-postcopy", "lab-pc", check=False)
-        _, err = move.communicate(timeout=300)
-        assert move.returncode == 0, err
-        assert switch.returncode == 0, switch.stderr
+        move = virsh(src, "migrate", "--live", "--postcopy", "--postcopy-after-precopy",
+                     "lab-pc", dst, "--migrateuri",
+                     f"tcp://{lab.address('cloudlet-b', 'pair0')}", check=False)
+        assert move.returncode == 0, move.stderr
         assert virsh(dst, "domstate", "lab-pc").stdout.strip() == "running"
         assert "lab-pc" not in virsh(src, "list", "--all", "--name").stdout
     finally:
-        move.kill()
         virsh(dst, "destroy", "lab-pc", check=False)
         virsh(src, "destroy", "lab-pc", check=False)
 
