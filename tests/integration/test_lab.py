@@ -164,7 +164,7 @@ def test_guest_post_copy_migrates_between_cloudlets(lab, tmp_path):
 
 
 def test_host_device_nodes_are_not_the_machines(lab):
-    """Each cloudlet binds nodes of its own: its udev and libvirt change their owner
+    """Each cloudlet binds nodes of its own: its systemd and libvirt change their owner
     and group, never the host's."""
     for dev in ("/dev/kvm", "/dev/net/tun", "/dev/userfaultfd"):
         host = os.stat(dev)
