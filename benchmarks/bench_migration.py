@@ -95,8 +95,13 @@ def sh(*args: str, check: bool = True) -> str:
     return done.stdout
 
 
+def ssh(host: str, command: str) -> list[str]:
+    """The argv that runs ``command`` on the lab machine ``host``."""
+    return ["ssh", "-F", f"{STATE}/ssh_config", host, command]
+
+
 def on(host: str, command: str, check: bool = True) -> str:
-    return sh("ssh", "-F", f"{STATE}/ssh_config", host, command, check=check)
+    return sh(*ssh(host, command), check=check)
 
 
 def host_port(host: str) -> str:
@@ -141,8 +146,7 @@ class Pinger:
 
     def __enter__(self) -> Pinger:
         self.procs = [subprocess.Popen(
-            ["ssh", "-F", f"{STATE}/ssh_config", host,
-             f"ping -D -n -i 0.01 -W 1 {SVM_IP} & read _; kill -INT $!; wait"],
+            ssh(host, f"ping -D -n -i 0.01 -W 1 {SVM_IP} & read _; kill -INT $!; wait"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             for host in (A, B)]
         time.sleep(1)
@@ -237,8 +241,8 @@ def overlay_data(host: str) -> int:
 def within(host: str, command: str, limit: float) -> bool:
     """Run a ``virsh migrate`` on ``host``; abort its job after ``limit`` seconds.
     Whether it finished."""
-    proc = subprocess.Popen(["ssh", "-F", f"{STATE}/ssh_config", host, command],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(ssh(host, command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         out, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:

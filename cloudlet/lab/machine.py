@@ -169,13 +169,13 @@ class MachineDir:
         /dev/kvm had taken the containers' kvm group; libvirt gives /dev/userfaultfd
         to QEMU's user) is its node, not the host's."""
         binds = []
+        (self.base / "dev").mkdir(exist_ok=True)
         for dev in devices:
             try:
                 rdev = os.stat(dev).st_rdev
             except FileNotFoundError:
                 continue
             node = self.base / "dev" / Path(dev).name
-            node.parent.mkdir(exist_ok=True)
             node.unlink(missing_ok=True)
             os.mknod(node, 0o600 | stat.S_IFCHR, rdev)
             shutil.copymode(dev, node)
