@@ -14,7 +14,10 @@ of it rewritten. Medians of ``--runs`` migrations:
 * ours: ``migrate.yml`` (the cloudlet_svm_migrate module with its defaults);
 * plain: ``virsh migrate --live --p2p --tls --copy-storage-inc``;
 * stop-and-copy, as the seed's reference did: suspend, then migrate the
-  paused SVM (disk overlay, then memory), resume on the target.
+  paused SVM (disk overlay, then memory), resume on the target;
+* post-copy: plain with ``--postcopy --postcopy-after-precopy``: after the
+  first pass the SVM runs on the target and fetches the pages it still lacks
+  (QEMU refuses it with compression on parallel connections, so none).
 
 Plain may never converge (an SVM that dirties memory as fast as the link
 carries it, at libvirt's 300 ms downtime aim): a plain move still running
@@ -34,10 +37,11 @@ Figures per row:
 * ratio: wire / (guest RAM in use + overlay), the RAM in use being the
   non-zero pages plain's runs sent (QEMU's ``memory_normal_bytes``), the
   overlay the data it holds before the move (``qemu-img map``: its zero
-  clusters are not data).
+  clusters are not data). Without plain among ``--methods``, no ratio.
 
     python benchmarks/bench_migration.py [--runs 3] [--rates 100,20]
                                          [--workloads light,dirtying]
+                                         [--methods ours,plain,stop-and-copy,post-copy]
                                          [--plain-limit 300] [--keep]
 
 ``--keep`` leaves the lab up (and reuses one left up), for a second run.
@@ -52,6 +56,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -75,8 +80,9 @@ SERVICE = next(s for s in yaml.safe_load(
 SVM_IP = SERVICE["address"].split("/")[0]
 STORE = f"/var/lib/cloudlet/svm/{SVM}"
 STATE = f"/var/lib/cloudlet-lab/{LAB}"
-METHODS = ("ours", "plain", "stop-and-copy")
+METHODS = ("ours", "plain", "stop-and-copy", "post-copy")
 CONSOLE = f"/var/log/libvirt/qemu/{SVM}-console.log"
+ADMIN = "curl -sSf --unix-socket /run/cloudlet-manager/admin.sock http://manager/admin/svms"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -205,9 +211,9 @@ def boot(workload: str, inventory: list[str]) -> None:
     restart(host)
 
 
-def job_stats(target: str) -> dict:
-    """The completed migration's statistics, read on the target."""
-    out = on(target, f"virsh domjobinfo --completed {SVM} --keep-completed", check=False)
+def job_stats(host: str) -> dict:
+    """The completed migration's statistics, as ``host`` keeps them."""
+    out = on(host, f"virsh domjobinfo --completed {SVM} --keep-completed", check=False)
     stats = {}
     for line in out.splitlines():
         key, _, value = line.partition(":")
@@ -229,6 +235,20 @@ def prepare_overlay(source: str, target: str) -> None:
     virtual = json.loads(size)["virtual-size"]
     on(target, f"rm -f {STORE}/overlay.qcow2 && qemu-img create -q -f qcow2 -F qcow2 "
                f"-b {STORE}/base.qcow2 {STORE}/overlay.qcow2 {virtual}")
+
+
+def hand_over(source: str, target: str) -> None:
+    """Move the SVM's record from the source's Manager to the target's, as the ceremony
+    does, after a move virsh made on its own: ours refuses a target that already holds
+    the record, as it should."""
+    record = next((s for s in json.loads(on(source, ADMIN))["svms"] if s["service_id"] == SVM),
+                  None)
+    if record is None:
+        return
+    body = {k: record[k] for k in ("service_id", "fqdn", "memory_mib", "ports", "images")}
+    on(target, f"{ADMIN}/{SVM} -X PUT -H 'Content-Type: application/json' "
+               f"-d {shlex.quote(json.dumps(body))}")
+    on(source, f"{ADMIN}/{SVM} -X DELETE")
 
 
 def overlay_data(host: str) -> int:
@@ -261,7 +281,7 @@ def migrate(method: str, source: str, inventory: list[str], limit: float) -> dic
     if method != "ours":
         prepare_overlay(source, target)
     uri = f"qemu+tls://{field_address(target)}/system"
-    common = (f"--p2p --tls --copy-storage-inc --persistent --undefinesource {SVM} {uri} "
+    common = (f"--p2p --tls --copy-storage-inc --persistent {SVM} {uri} "
               f"tcp://{field_address(target)}")
     sent = wire_bytes(port)
     finished = True
@@ -274,29 +294,41 @@ def migrate(method: str, source: str, inventory: list[str], limit: float) -> dic
                      "-e", "migrate_device_wait=0", "-e", "migrate_health_wait=0")
             total = json.loads(on(source, f"cat /run/cloudlet-migrate-{SVM}.json"))["total_s"]
         elif method == "plain":
-            finished = within(source, f"virsh migrate --live {common}", limit)
+            finished = within(source, f"virsh migrate --live --undefinesource {common}", limit)
+            total = time.monotonic() - start
+        elif method == "post-copy":
+            # Once switched it cannot be aborted, and it always ends: no limit. The
+            # source keeps its definition: the target keeps no statistics of a move
+            # that switched, the source does.
+            on(source, f"virsh migrate --live --postcopy --postcopy-after-precopy {common}")
             total = time.monotonic() - start
         else:
-            on(source, f"virsh suspend {SVM} && virsh migrate {common}")
+            on(source, f"virsh suspend {SVM} && virsh migrate --undefinesource {common}")
             on(target, f"virsh resume {SVM}")
             total = time.monotonic() - start
     sent = wire_bytes(port) - sent
     if not finished:
         return {"total_s": round(total, 2), "downtime_ms": 0.0, "gap_ms": 0.0, "wire": sent,
-                "normal": 0.0, "disk": disk, "libvirt": 0.0, "broken": "", "finished": False}
+                "normal": 0.0, "disk": disk, "libvirt": 0.0, "requests": 0.0, "broken": "",
+                "finished": False}
     broken = "" if answering(target) else revive(target)
     if method == "ours":
         figures = json.loads(on(source, f"cat /run/cloudlet-migrate-{SVM}.json"))
-        qemu_ms, libvirt_bytes, normal = figures["downtime_ms"], figures["bytes"], 0.0
+        qemu_ms, libvirt_bytes, normal, requests = figures["downtime_ms"], figures["bytes"], 0, 0
     else:
+        stats = job_stats(source if method == "post-copy" else target)
+        if method == "post-copy":
+            on(source, f"virsh undefine {SVM}")
         on(source, f"rm -f {STORE}/overlay.qcow2")  # as the module does: the target's now
-        stats = job_stats(target)
+        hand_over(source, target)
         qemu_ms = _number(stats, "Total downtime")
         normal = _number(stats, "Normal data")
         libvirt_bytes = _number(stats, "Memory processed") + _number(stats, "File processed")
+        requests = _number(stats, "Postcopy requests")  # pages the target faulted on
     return {"total_s": round(float(total), 2), "downtime_ms": qemu_ms,
             "gap_ms": round(pings.longest_gap_ms(), 1), "wire": sent, "normal": normal,
-            "disk": disk, "libvirt": libvirt_bytes, "broken": broken, "finished": True}
+            "disk": disk, "libvirt": libvirt_bytes, "requests": requests, "broken": broken,
+            "finished": True}
 
 
 def lab_up(inventory: Path, keep: bool) -> list[str]:
@@ -317,13 +349,14 @@ def lab_up(inventory: Path, keep: bool) -> list[str]:
     return on_lab
 
 
-def summary(rows: dict, rates: list[int], workload: str, touched: float) -> list[str]:
+def summary(rows: dict, rates: list[int], methods: list[str], workload: str,
+            touched: float) -> list[str]:
     lines = [f"{workload} workload: guest RAM in use {touched / 2**20:.1f} MiB (plain's "
              f"non-zero pages)",
              f"{'method':14s} {'rate':>5s} {'total s':>8s} {'qemu ms':>8s} {'gap ms':>7s} "
              f"{'MiB':>6s} {'phys':>5s} {'ratio':>5s}  runs (total s / gap ms)"]
     for rate in rates:
-        for method in METHODS:
+        for method in methods:
             every = rows[f"{workload}/{method}@{rate}"]
             done = [r for r in every if r["finished"]]
             if not done:
@@ -340,14 +373,18 @@ def summary(rows: dict, rates: list[int], workload: str, touched: float) -> list
             each = ", ".join(f"{r['total_s']:.1f}/{r['gap_ms']:.0f}" for r in runs)
             broken = sum(bool(r["broken"]) for r in done)
             aborted = len(every) - len(done)
+            # A post-copy move that switched had the target fault on pages it lacked.
+            switched = sum(r["requests"] > 0 for r in done)
             lines.append(f"{method:14s} {rate:>5d} {med['total_s']:8.2f} {med['downtime_ms']:8.0f} "
                          f"{med['gap_ms']:7.0f} {med['wire'] / 2**20:6.1f} {phys:5.2f} "
                          f"{ratio:5.2f}  {each}; guest broken by {broken}"
-                         + (f"; {aborted} aborted unconverged" if aborted else ""))
+                         + (f"; {aborted} aborted unconverged" if aborted else "")
+                         + (f"; switched by {switched}" if method == "post-copy" else ""))
     return lines
 
 
-def plot(rows: dict, rates: list[int], workloads: list[str], path: Path) -> None:
+def plot(rows: dict, rates: list[int], methods: list[str], workloads: list[str],
+         path: Path) -> None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -355,18 +392,19 @@ def plot(rows: dict, rates: list[int], workloads: list[str], path: Path) -> None
     except ImportError:
         print("(no matplotlib: no plot)")
         return
+    width = 0.8 / len(methods)
     fig, axes = plt.subplots(len(workloads), 2, figsize=(10, 4 * len(workloads)),
                              squeeze=False)
     for row, workload in zip(axes, workloads, strict=True):
         for ax, key, label in ((row[0], "total_s", "total (s)"),
                                (row[1], "gap_ms", "service gap (ms, log)")):
-            for i, method in enumerate(METHODS):
+            for i, method in enumerate(methods):
                 # A method that never finished at a rate has no bar there.
                 values = [statistics.median([r[key] for r in rows[f"{workload}/{method}@{rate}"]
                                              if r["finished"]] or [float("nan")])
                           for rate in rates]
-                ax.bar([j + i * 0.25 for j in range(len(rates))], values, 0.25, label=method)
-            ax.set_xticks([j + 0.25 for j in range(len(rates))],
+                ax.bar([j + i * width for j in range(len(rates))], values, width, label=method)
+            ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(rates))],
                           [f"{r} Mbit/s" for r in rates])
             ax.set_ylabel(label)
             ax.set_title(f"{workload} workload")
@@ -383,6 +421,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rates", default="100,20")
     parser.add_argument("--workloads", default="light,dirtying")
+    parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--plain-limit", type=float, default=300,
                         help="seconds before an unconverged plain move is aborted")
     parser.add_argument("--keep", action="store_true")
@@ -391,6 +430,9 @@ def main() -> None:
     workloads = args.workloads.split(",")
     if not set(workloads) <= {"light", "dirtying"}:
         parser.error("--workloads: light and dirtying only")
+    methods = args.methods.split(",")
+    if not set(methods) <= set(METHODS):
+        parser.error(f"--methods: {', '.join(METHODS)} only")
 
     scratch = Path(tempfile.gettempdir()) / f"bench-migration-{LAB}"
     scratch.mkdir(exist_ok=True)
@@ -412,7 +454,7 @@ def main() -> None:
             boot(workload, on_lab)
             for rate in rates:
                 shape(rate)
-                for method in METHODS:
+                for method in methods:
                     row = f"{workload}/{method}@{rate}"
                     rows[row] = [migrate(method, holder(), on_lab, args.plain_limit)
                                  for _ in range(args.runs)]
@@ -427,16 +469,16 @@ def main() -> None:
     touched, lines = {}, []
     for workload in workloads:
         touched[workload] = statistics.median([r["normal"] for rate in rates
-                                               for r in rows[f"{workload}/plain@{rate}"]
+                                               for r in rows.get(f"{workload}/plain@{rate}", [])
                                                if r["finished"]] or [0.0])
-        lines += summary(rows, rates, workload, touched[workload])
+        lines += summary(rows, rates, methods, workload, touched[workload])
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
     name = "-".join(["migration", *workloads, *map(str, rates)])
     (RESULTS / f"{name}.json").write_text(json.dumps(
         {"link": "tbf burst 32kb latency 200ms", "rates_mbit": rates, "runs": rows,
          "touched_bytes": touched, "table": lines}, indent=1))
-    plot(rows, rates, workloads, RESULTS / f"{name}.png")
+    plot(rows, rates, methods, workloads, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
