@@ -69,6 +69,7 @@ import yaml
 from timing import ROOT, playbook
 
 from cloudlet.lab.topology import field_ifname
+from cloudlet.manager.peer import SVM_SCHEMA
 
 LAB, SUBNET = "migb", "10.90.0.0/16"
 A, B = "cloudlet-a", "cloudlet-b"
@@ -245,7 +246,7 @@ def hand_over(source: str, target: str) -> None:
                   None)
     if record is None:
         return
-    body = {k: record[k] for k in ("service_id", "fqdn", "memory_mib", "ports", "images")}
+    body = {k: record[k] for k in SVM_SCHEMA["properties"]}  # what PUT takes of what GET shows
     on(target, f"{ADMIN}/{SVM} -X PUT -H 'Content-Type: application/json' "
                f"-d {shlex.quote(json.dumps(body))}")
     on(source, f"{ADMIN}/{SVM} -X DELETE")
@@ -316,9 +317,11 @@ def migrate(method: str, source: str, inventory: list[str], limit: float) -> dic
         figures = json.loads(on(source, f"cat /run/cloudlet-migrate-{SVM}.json"))
         qemu_ms, libvirt_bytes, normal, requests = figures["downtime_ms"], figures["bytes"], 0, 0
     else:
-        stats = job_stats(source if method == "post-copy" else target)
         if method == "post-copy":
+            stats = job_stats(source)
             on(source, f"virsh undefine {SVM}")
+        else:
+            stats = job_stats(target)
         on(source, f"rm -f {STORE}/overlay.qcow2")  # as the module does: the target's now
         hand_over(source, target)
         qemu_ms = _number(stats, "Total downtime")
